@@ -1,0 +1,152 @@
+//! The connections of one DuckDB database: one writer, a pool of readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use atelier_store::{StoreError, StoreResult};
+use duckdb::{Connection, Transaction};
+use parking_lot::Mutex;
+
+use crate::{OpenError, sql};
+
+/// Idle reader connections kept for reuse; more are cloned on demand under load.
+const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Clone)]
+pub(crate) struct Connections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The only connection that writes: taking this lock is what serialises writes.
+    writer: Mutex<Connection>,
+    /// Connections for reads; they see everything the writer has committed.
+    readers: Mutex<Vec<Connection>>,
+    /// Where new readers are cloned from, so that cloning never waits for a write.
+    origin: Mutex<Connection>,
+}
+
+impl Connections {
+    /// Blocking: opens the file, which also takes DuckDB's exclusive file lock.
+    pub(crate) fn open(path: &Path) -> Result<Self, OpenError> {
+        let writer = if path == Path::new(":memory:") {
+            Connection::open_in_memory()
+        } else {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            Connection::open(path)
+        }
+        .map_err(|source| {
+            if is_lock_conflict(&source) {
+                OpenError::Locked {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                OpenError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let origin = writer.try_clone().map_err(|source| OpenError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Connections {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                origin: Mutex::new(origin),
+            }),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a reader connection, off the async workers.
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let conn = inner.take_reader()?;
+            let result = f(&conn);
+            inner.return_reader(conn);
+            result
+        })
+        .await
+    }
+
+    /// Runs `f` in one transaction on the writer connection, off the async workers.
+    /// The transaction commits when `f` returns `Ok` and rolls back otherwise.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            let tx = conn.transaction().map_err(sql::err)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(sql::err)?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Writes everything to the database file, so the next start needs no WAL replay.
+    pub(crate) async fn checkpoint(&self) -> StoreResult<()> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            inner
+                .writer
+                .lock()
+                .execute_batch("CHECKPOINT")
+                .map_err(sql::err)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn take_reader(&self) -> StoreResult<Connection> {
+        if let Some(conn) = self.readers.lock().pop() {
+            return Ok(conn);
+        }
+        self.origin.lock().try_clone().map_err(sql::err)
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        let mut idle = self.readers.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+async fn blocking<T, F>(f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(StoreError::backend)?
+}
+
+/// DuckDB reports another process holding the file as an IO error about its lock.
+fn is_lock_conflict(err: &duckdb::Error) -> bool {
+    let text = err.to_string();
+    text.contains("Could not set lock") || text.contains("Conflicting lock")
+}

@@ -1,0 +1,300 @@
+//! atelier's embedded store: [`Store`] on one DuckDB file.
+//!
+//! DuckDB allows one writing process per file and, inside it, conflicts between
+//! concurrent write transactions (seed ADR-004). So this store takes every write
+//! through one connection behind a mutex, one transaction per [`Store`] method, and
+//! serves reads from a small pool of connections cloned from the same database.
+//! Every DuckDB call is blocking and runs on tokio's blocking pool, never on an async
+//! worker.
+
+mod conn;
+mod migrate;
+mod sql;
+mod tokens;
+mod users;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use atelier_store::*;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use conn::Connections;
+
+/// Why the database file could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "the database file {path} is in use by another process (DuckDB allows one process per \
+         file). Stop the other atelier process (or CLI command) using it, or move to PostgreSQL \
+         to run several instances"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot create the folder {path} for the database: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: duckdb::Error,
+    },
+    #[error("cannot migrate the database file {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The DuckDB implementation of [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct DuckDbStore {
+    conns: Connections,
+}
+
+impl std::fmt::Debug for DuckDbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DuckDbStore").field("path", &self.conns.path()).finish()
+    }
+}
+
+impl DuckDbStore {
+    /// Opens (creating parent folders and the file as needed) and migrates the database
+    /// at `path`; `:memory:` gives a private in-memory database.
+    pub async fn open(path: impl AsRef<Path>) -> Result<(Self, MigrationReport), OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let conns = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || Connections::open(&path)
+        })
+        .await
+        .map_err(|join| OpenError::Open {
+            path: path.clone(),
+            source: duckdb::Error::ToSqlConversionFailure(Box::new(join)),
+        })??;
+        let store = DuckDbStore { conns };
+        let report = store
+            .migrate()
+            .await
+            .map_err(|source| OpenError::Migrate { path, source })?;
+        Ok((store, report))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.conns.path()
+    }
+}
+
+#[async_trait]
+impl Store for DuckDbStore {
+    fn backend(&self) -> &'static str {
+        "duckdb"
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn migrate(&self) -> StoreResult<MigrationReport> {
+        self.conns.write(migrate::apply).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.conns
+            .read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i32>(0)).map_err(sql::err))
+            .await
+            .map(drop)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn close(&self) -> StoreResult<()> {
+        self.conns.checkpoint().await
+    }
+
+    async fn secret_get_or_init(&self, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>> {
+        let (name, candidate) = (name.to_owned(), candidate.to_vec());
+        self.conns
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO server_secrets (name, value, created_at) \
+                     VALUES (?, ?, make_timestamp(?)) ON CONFLICT (name) DO NOTHING",
+                    duckdb::params![name, candidate, sql::micros(Utc::now())],
+                )
+                .map_err(sql::err)?;
+                tx.query_row("SELECT value FROM server_secrets WHERE name = ?", [&name], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })
+                .map_err(sql::err)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user.id))]
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        self.conns.write(move |tx| users::create(tx, &user)).await
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        self.conns.read(move |c| users::by_id(c, id)).await
+    }
+
+    async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<Credentials>> {
+        let email = email.to_owned();
+        self.conns
+            .read(move |c| users::credentials(c, users::Lookup::Email(&email)))
+            .await
+    }
+
+    async fn credentials_by_id(&self, id: Uuid) -> StoreResult<Option<Credentials>> {
+        self.conns
+            .read(move |c| users::credentials(c, users::Lookup::Id(id)))
+            .await
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> StoreResult<UserPage> {
+        let query = query.clone();
+        self.conns.read(move |c| users::list(c, &query)).await
+    }
+
+    #[tracing::instrument(skip(self, email))]
+    async fn update_email(&self, id: Uuid, email: &str, now: DateTime<Utc>) -> StoreResult<User> {
+        let email = email.to_owned();
+        self.conns
+            .write(move |tx| users::update_email(tx, id, &email, now))
+            .await
+    }
+
+    #[tracing::instrument(skip(self, password_hash))]
+    async fn set_password_hash(&self, id: Uuid, password_hash: &str) -> StoreResult<()> {
+        let hash = password_hash.to_owned();
+        self.conns
+            .write(move |tx| users::set_password_hash(tx, id, &hash))
+            .await
+    }
+
+    #[tracing::instrument(skip(self, password_hash))]
+    async fn change_password(
+        &self,
+        id: Uuid,
+        password_hash: &str,
+        keep_family: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<User> {
+        let hash = password_hash.to_owned();
+        self.conns
+            .write(move |tx| {
+                users::set_password_hash(tx, id, &hash)?;
+                tokens::revoke_user_families(tx, id, keep_family, now)?;
+                users::move_valid_after(tx, id, now)
+            })
+            .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn set_role(&self, id: Uuid, role: Role, now: DateTime<Utc>) -> StoreResult<User> {
+        self.conns
+            .write(move |tx| users::set_role(tx, id, role, now))
+            .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn delete_user(&self, id: Uuid) -> StoreResult<()> {
+        self.conns
+            .write(move |tx| {
+                users::delete(tx, id)?;
+                tokens::delete_user_tokens(tx, id)
+            })
+            .await
+    }
+
+    async fn count_users_by_role(&self) -> StoreResult<Vec<(Role, u64)>> {
+        self.conns.read(users::count_by_role).await
+    }
+
+    async fn auth_states(&self) -> StoreResult<Vec<AuthState>> {
+        self.conns.read(users::auth_states).await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %session.user_id))]
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        self.conns
+            .write(move |tx| tokens::create_session(tx, &session))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rotate_refresh_token(
+        &self,
+        presented: TokenHash,
+        next: Rotation,
+    ) -> StoreResult<RotateOutcome> {
+        self.conns
+            .write(move |tx| tokens::rotate(tx, presented, &next))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_family(
+        &self,
+        presented: TokenHash,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<RevokedFamily>> {
+        self.conns
+            .write(move |tx| tokens::revoke_family_of(tx, presented, now))
+            .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn purge_refresh_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.conns.write(move |tx| tokens::purge(tx, now)).await
+    }
+
+    async fn refresh_token_stats(&self, now: DateTime<Utc>) -> StoreResult<TokenStats> {
+        self.conns.read(move |c| tokens::stats(c, now)).await
+    }
+
+    async fn record_audit(&self, record: AuditRecord) -> StoreResult<()> {
+        self.conns
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO audit_log (id, at, event, user_id, actor_id, ip, request_id, details) \
+                     VALUES (?, make_timestamp(?), ?, ?, ?, ?, ?, ?)",
+                    duckdb::params![
+                        record.id.to_string(),
+                        sql::micros(record.at),
+                        record.event,
+                        record.user_id.map(|u| u.to_string()),
+                        record.actor_id.map(|u| u.to_string()),
+                        record.ip,
+                        record.request_id,
+                        record.details,
+                    ],
+                )
+                .map(drop)
+                .map_err(sql::err)
+            })
+            .await
+    }
+
+    async fn login_counts_since(&self, since: DateTime<Utc>) -> StoreResult<LoginCounts> {
+        self.conns
+            .read(move |c| {
+                c.query_row(
+                    "SELECT count(*) FILTER (WHERE event = 'login'), \
+                            count(*) FILTER (WHERE event = 'login_failed') \
+                     FROM audit_log WHERE at >= make_timestamp(?)",
+                    [sql::micros(since)],
+                    |r| {
+                        Ok(LoginCounts {
+                            succeeded: r.get::<_, i64>(0)?.unsigned_abs(),
+                            failed: r.get::<_, i64>(1)?.unsigned_abs(),
+                        })
+                    },
+                )
+                .map_err(sql::err)
+            })
+            .await
+    }
+}

@@ -1,0 +1,42 @@
+//! Conversions between DuckDB values and the store's types.
+//!
+//! Timestamps cross the boundary as microseconds since the Unix epoch: written with
+//! `make_timestamp(?)`, read with `epoch_us(column)`, so the columns stay real
+//! `TIMESTAMP`s for anyone querying the file, without DuckDB's chrono feature.
+
+use atelier_store::StoreError;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub(crate) fn err(e: duckdb::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| StoreError::backend(format!("timestamp out of range: {us} µs")))
+}
+
+pub(crate) fn uuid(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(StoreError::backend)
+}
+
+pub(crate) fn count(n: i64) -> u64 {
+    n.unsigned_abs()
+}
+
+/// Escapes `%`, `_` and the escape character itself for a `LIKE … ESCAPE '\'` pattern.
+pub(crate) fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

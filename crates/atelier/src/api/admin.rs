@@ -1,0 +1,134 @@
+//! `/admin`: statistics, database health, maintenance.
+
+use atelier_store::Role;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::extract::ClientOrigin;
+use crate::app::AppState;
+use crate::auth::extract::AdminUser;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsResponse {
+    pub users: UserCounts,
+    pub refresh_tokens: RefreshTokenCounts,
+    /// Logins over the last 24 hours.
+    pub logins_24h: LoginCounts,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCounts {
+    pub total: u64,
+    pub by_role: RoleCounts,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleCounts {
+    pub user: u64,
+    pub admin: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshTokenCounts {
+    /// Can be exchanged now.
+    pub active: u64,
+    /// Past their lifetime, not yet purged.
+    pub expired: u64,
+    /// Revoked by logout, reuse detection, password change; not yet purged.
+    pub revoked: u64,
+    /// Already exchanged; kept to detect replays.
+    pub rotated: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// User, session and login statistics.
+#[utoipa::path(get, path = "/admin/stats", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, description = "Statistics", body = StatsResponse),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
+pub async fn get_stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<StatsResponse>, ApiError> {
+    let stats = state.admin.stats().await?;
+    let count = |role: Role| stats.users_by_role.iter().find(|(r, _)| *r == role).map_or(0, |(_, n)| *n);
+    let t = stats.refresh_tokens;
+    Ok(Json(StatsResponse {
+        users: UserCounts {
+            total: stats.users_by_role.iter().map(|(_, n)| n).sum(),
+            by_role: RoleCounts {
+                user: count(Role::User),
+                admin: count(Role::Admin),
+            },
+        },
+        refresh_tokens: RefreshTokenCounts {
+            active: t.active,
+            expired: t.expired,
+            revoked: t.revoked,
+            rotated: t.rotated,
+        },
+        logins_24h: LoginCounts {
+            succeeded: stats.logins_last_24h.succeeded,
+            failed: stats.logins_last_24h.failed,
+        },
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DbHealthResponse {
+    /// `ok` or `unavailable`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    #[schema(example = "duckdb")]
+    pub backend: &'static str,
+    /// Round-trip time of a trivial query.
+    pub latency_ms: f64,
+}
+
+/// Database connectivity and latency.
+#[utoipa::path(get, path = "/admin/health/db", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, description = "The database answers", body = DbHealthResponse),
+    (status = 503, description = "The database does not answer", body = DbHealthResponse),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
+pub async fn get_db_health(State(state): State<AppState>, _admin: AdminUser) -> (StatusCode, Json<DbHealthResponse>) {
+    let health = state.admin.db_health().await;
+    let (status, label) = match &health.error {
+        None => (StatusCode::OK, "ok"),
+        Some(error) => {
+            tracing::warn!(%error, "database health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+    };
+    (
+        status,
+        Json(DbHealthResponse {
+            status: label,
+            backend: health.backend,
+            latency_ms: (health.latency.as_secs_f64() * 1e3 * 1000.0).round() / 1000.0,
+        }),
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeResponse {
+    /// Refresh tokens removed.
+    pub purged: u64,
+}
+
+/// Remove expired and revoked refresh tokens.
+#[utoipa::path(post, path = "/admin/tokens/purge", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, description = "Purged", body = PurgeResponse),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
+pub async fn purge_tokens(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ClientOrigin(origin): ClientOrigin,
+) -> Result<Json<PurgeResponse>, ApiError> {
+    let purged = state.admin.purge_tokens(Some(admin.user_id), &origin).await?;
+    Ok(Json(PurgeResponse { purged }))
+}

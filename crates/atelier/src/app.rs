@@ -1,0 +1,234 @@
+//! The application: its state, built in one place, and the HTTP server around it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atelier_store::{DatabaseUrl, MigrationReport, Store};
+use atelier_store_duckdb::DuckDbStore;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::auth::jwt::AccessTokens;
+use crate::auth::password::PasswordHasher;
+use crate::auth::revocation::Revocations;
+use crate::auth::throttle::{LoginThrottle, Policy};
+use crate::config::Settings;
+use crate::error::{ApiError, StartupError};
+use crate::service::accounts::{Accounts, Bootstrap, SessionPolicy};
+use crate::service::admin::AdminService;
+use crate::service::audit::Audit;
+use crate::{api, config};
+
+/// Largest JSON body accepted.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Name of the generated signing key in the store's secrets.
+const JWT_SECRET_NAME: &str = "jwt_signing_key";
+
+/// Shared state of the running application; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+pub struct App {
+    /// The configuration this process runs with.
+    pub settings: Settings,
+    /// Persistent state: users, sessions, audit log.
+    pub store: Arc<dyn Store>,
+    /// Accounts, sessions and access-token checks.
+    pub accounts: Accounts,
+    /// Statistics and maintenance for administrators.
+    pub admin: AdminService,
+}
+
+impl App {
+    /// Opens the store, loads keys and caches, and wires the services. Logs one
+    /// summary line per subsystem; never a secret.
+    pub async fn build(settings: Settings) -> Result<AppState, StartupError> {
+        let (store, migrations) = open_store(&settings.database_url).await?;
+        tracing::info!(
+            "store: {} at {}, schema version {}{}",
+            store.backend(),
+            settings.database_url,
+            migrations.version,
+            match migrations.applied {
+                0 => String::new(),
+                n => format!(" ({n} migration{} applied)", if n == 1 { "" } else { "s" }),
+            }
+        );
+
+        let a = &settings.auth;
+        let (secret, key_source) = signing_key(&settings, store.as_ref()).await?;
+        let tokens = AccessTokens::new(&secret, a.access_token_ttl, a.leeway, &a.issuer, &a.audience);
+
+        let (memory, iterations, lanes, concurrency) =
+            (a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism, a.hash_concurrency);
+        let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(memory, iterations, lanes, concurrency))
+            .await
+            .map_err(|e| setup("password hashing", e.into()))?
+            .map_err(|e| setup("password hashing", e))?;
+
+        let revocations = Revocations::default();
+        revocations.load(store.auth_states().await.map_err(|e| setup("the revocation cache", e.into()))?);
+        let throttle = LoginThrottle::new(Policy {
+            account_free_failures: a.backoff_account_free_failures,
+            ip_free_failures: a.backoff_ip_free_failures,
+            base_delay: a.backoff_base_delay,
+            max_delay: a.backoff_max_delay,
+        });
+        let audit = Audit::new(Arc::clone(&store));
+        let accounts = Accounts::new(
+            Arc::clone(&store),
+            hasher,
+            tokens,
+            revocations,
+            throttle,
+            audit.clone(),
+            settings.registration,
+            SessionPolicy {
+                idle: a.refresh_idle_ttl,
+                absolute: a.refresh_absolute_ttl,
+            },
+        );
+        tracing::info!(
+            "auth: signing key {key_source}; access tokens {}, refresh {} idle / {} absolute; \
+             argon2id m={memory} KiB t={iterations} p={lanes}; registration {}; {} users",
+            humantime::format_duration(a.access_token_ttl),
+            humantime::format_duration(a.refresh_idle_ttl),
+            humantime::format_duration(a.refresh_absolute_ttl),
+            match settings.registration {
+                config::Registration::Open => "open",
+                config::Registration::Closed => "closed",
+            },
+            accounts.cached_users(),
+        );
+
+        let admin = AdminService::new(Arc::clone(&store), audit);
+        Ok(AppState(Arc::new(App {
+            settings,
+            store,
+            accounts,
+            admin,
+        })))
+    }
+
+    /// Creates the admin named by `admin_email`/`admin_password`, if set and absent.
+    pub async fn bootstrap_admin(&self) -> Result<(), StartupError> {
+        let (Some(email), Some(password)) = (&self.settings.admin_email, &self.settings.admin_password) else {
+            tracing::info!("admin: none configured (set ATELIER_ADMIN_EMAIL and ATELIER_ADMIN_PASSWORD, or run `atelier user create`)");
+            return Ok(());
+        };
+        match self.accounts.ensure_admin(email, password.expose()).await {
+            Ok(Bootstrap::Created) => tracing::info!("admin: created {email}"),
+            Ok(Bootstrap::AlreadyExists) => tracing::info!("admin: {email} exists, left unchanged"),
+            Err(e) => return Err(StartupError::Admin(e)),
+        }
+        Ok(())
+    }
+}
+
+fn setup(what: &'static str, source: anyhow::Error) -> StartupError {
+    StartupError::Setup { what, source }
+}
+
+/// Chooses the backend from the URL's scheme.
+pub async fn open_store(url: &DatabaseUrl) -> Result<(Arc<dyn Store>, MigrationReport), StartupError> {
+    match url {
+        DatabaseUrl::DuckDb(path) => {
+            let (store, report) = DuckDbStore::open(path).await?;
+            Ok((Arc::new(store), report))
+        }
+        DatabaseUrl::Postgres(_) => Err(StartupError::UnsupportedBackend("postgres://")),
+    }
+}
+
+/// The configured key, or the one kept in the store (generated on first start).
+async fn signing_key(settings: &Settings, store: &dyn Store) -> Result<(Vec<u8>, &'static str), StartupError> {
+    if let Some(secret) = &settings.jwt_secret {
+        return Ok((secret.expose().as_bytes().to_vec(), "from ATELIER_JWT_SECRET"));
+    }
+    let candidate: [u8; 32] = rand::random();
+    let stored = store
+        .secret_get_or_init(JWT_SECRET_NAME, &candidate)
+        .await
+        .map_err(|e| setup("the signing key", e.into()))?;
+    let source = if stored == candidate {
+        "generated and stored in the database"
+    } else {
+        "from the database"
+    };
+    Ok((stored, source))
+}
+
+/// The complete HTTP application: API, docs, fallbacks and middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api::router();
+    let openapi_json = serde_json::to_string(&openapi).unwrap_or_else(|_| "{}".into());
+    api.merge(api::docs::routes(openapi_json))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(on_panic))
+        .layer(axum::middleware::from_fn(api::middleware::request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish (for up to
+/// a grace period) and flushes the store.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let stopping = CancellationToken::new();
+    let trigger = stopping.clone();
+    let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        trigger.cancel();
+    });
+    tokio::select! {
+        result = graceful => result?,
+        () = async { stopping.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+    if let Err(e) = state.store.close().await {
+        tracing::error!(error = %e, "final checkpoint failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The command line: `serve` (the default), `migrate`, `user …`, `tokens purge`,
+//! `print-config`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use atelier_store::{Role, User, UserQuery};
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::app::{self, App};
+use crate::config::{self, LogFormat};
+use crate::service::Origin;
+use crate::service::accounts::AccountError;
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "atelier", version, about = "A self-hosted AI generation studio and gateway")]
+struct Cli {
+    /// Configuration file (default: ./atelier.toml if it exists).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets redacted.
+    PrintConfig,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage refresh tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "user", value_parser = parse_role)]
+        role: Role,
+    },
+    /// List users.
+    List {
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// Only emails containing this text.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Change a user's role.
+    SetRole {
+        /// Email address or id.
+        user: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Delete a user and end their sessions.
+    Delete {
+        /// Email address or id.
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Remove expired and revoked refresh tokens.
+    Purge,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse().map_err(|e: atelier_store::UnknownRole| e.to_string())
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let loaded = config::load(cli.config.as_deref())?;
+    let settings = loaded.settings;
+    let command = cli.command.unwrap_or(Command::Serve);
+    let serving = matches!(command, Command::Serve);
+    // Commands print their results; the log only says what went wrong.
+    let filter = if serving { settings.log_level.as_str() } else { "warn" };
+    telemetry::init(settings.log_format, filter);
+    if serving {
+        tracing::info!(
+            "config: {}; {} from the environment; log format {}",
+            loaded
+                .file
+                .as_ref()
+                .map_or_else(|| "no file".to_owned(), |f| format!("file {}", f.display())),
+            match loaded.env_keys.len() {
+                0 => "no settings".to_owned(),
+                _ => loaded.env_keys.join(", "),
+            },
+            match settings.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+        );
+    }
+
+    match command {
+        Command::PrintConfig => {
+            print!("{}", settings.to_redacted_toml());
+            Ok(())
+        }
+        Command::Migrate => {
+            let (store, report) = app::open_store(&settings.database_url).await?;
+            store.close().await?;
+            println!(
+                "{}: schema version {} ({} migration(s) applied)",
+                settings.database_url, report.version, report.applied
+            );
+            Ok(())
+        }
+        Command::Serve => serve(settings).await,
+        Command::User(cmd) => {
+            let state = App::build(settings).await?;
+            let result = user_command(&state, cmd).await;
+            state.store.close().await?;
+            result
+        }
+        Command::Tokens(TokensCommand::Purge) => {
+            let state = App::build(settings).await?;
+            let purged = state.admin.purge_tokens(None, &Origin::cli()).await;
+            state.store.close().await?;
+            println!("purged {} refresh token(s)", purged?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+    let bind = settings.bind;
+    let state = App::build(settings).await?;
+    state.bootstrap_admin().await?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| crate::error::StartupError::Bind { addr: bind, source })?;
+    let addr = listener.local_addr()?;
+    tracing::info!("http: listening on http://{addr} (API docs at http://{addr}/docs)");
+    app::serve(state, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+async fn user_command(state: &App, cmd: UserCommand) -> anyhow::Result<()> {
+    let accounts = &state.accounts;
+    let origin = Origin::cli();
+    match cmd {
+        UserCommand::Create { email, role } => {
+            let password = read_password()?;
+            let user = accounts.create_user(&email, &password, role, None, &origin).await?;
+            println!("created {} ({}) with id {}", user.email, user.role, user.id);
+        }
+        UserCommand::List { role, email } => {
+            let mut after = None;
+            println!("{:<36}  {:<6}  {:<25}  email", "id", "role", "created");
+            loop {
+                let page = accounts
+                    .list_users(&UserQuery {
+                        role,
+                        email_contains: email.clone(),
+                        after,
+                        limit: 100,
+                    })
+                    .await?;
+                for u in &page.users {
+                    println!("{:<36}  {:<6}  {:<25}  {}", u.id, u.role, u.created_at.format("%Y-%m-%d %H:%M:%S UTC"), u.email);
+                }
+                after = page.users.last().map(|u| u.id);
+                if !page.has_more {
+                    break;
+                }
+            }
+        }
+        UserCommand::SetRole { user, role } => {
+            let target = find_user(state, &user).await?;
+            let updated = accounts.set_role(None, target.id, role, &origin).await?;
+            println!("{} is now {}", updated.email, updated.role);
+        }
+        UserCommand::Delete { user } => {
+            let target = find_user(state, &user).await?;
+            accounts.delete_user(None, target.id, &origin).await?;
+            println!("deleted {}", target.email);
+        }
+    }
+    Ok(())
+}
+
+async fn find_user(state: &App, key: &str) -> Result<User, AccountError> {
+    match Uuid::parse_str(key) {
+        Ok(id) => state.accounts.user(id).await,
+        Err(_) => state.accounts.user_by_email(key).await,
+    }
+}
+
+/// Reads the password from standard input: prompted twice without echo on a
+/// terminal, otherwise the first line. Never from an argument, where it would end
+/// up in shell history and the process list.
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Repeat password: ")?;
+        anyhow::ensure!(first == second, "the passwords do not match");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    std::io::stdout().flush()?;
+    Ok(password.to_owned())
+}

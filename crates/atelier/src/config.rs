@@ -1,0 +1,495 @@
+//! Settings: one typed struct, from defaults < the TOML file < `ATELIER_*` variables.
+//!
+//! Environment variables name a key in upper case, with `__` between a section and
+//! its key: `ATELIER_BIND` sets `bind`, `ATELIER_AUTH__ACCESS_TOKEN_TTL` sets
+//! `auth.access_token_ttl`. A variable's text is read as the type the key has (a
+//! number, a boolean, a duration like `5m`), so a password of digits stays a string.
+//! Unknown keys in the file or in a known section are errors, to catch typos.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use atelier_store::DatabaseUrl;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Prefix of the environment variables that set keys.
+const ENV_PREFIX: &str = "ATELIER_";
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "atelier.toml";
+
+/// The effective configuration of one atelier process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// `duckdb://PATH` (embedded, the default) or `postgres://…`.
+    #[serde(with = "database_url")]
+    pub database_url: DatabaseUrl,
+    /// Whether anyone may create an account with `POST /auth/register`.
+    pub registration: Registration,
+    /// `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `atelier=debug,info`.
+    pub log_level: String,
+    /// Key for signing access tokens (at least 32 bytes). When unset, one is generated
+    /// once and kept in the database, so restarts and other instances share it.
+    pub jwt_secret: Option<Secret>,
+    /// With `admin_password`: create this admin at start-up if no such user exists.
+    pub admin_email: Option<String>,
+    pub admin_password: Option<Secret>,
+    /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy you
+    /// control; otherwise clients could pick their own address for login throttling).
+    pub trust_proxy_headers: bool,
+    pub auth: AuthSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: DatabaseUrl::DuckDb(PathBuf::from("./data/atelier.duckdb")),
+            registration: Registration::Open,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            jwt_secret: None,
+            admin_email: None,
+            admin_password: None,
+            trust_proxy_headers: false,
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Tokens, passwords and login throttling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Lifetime of an access token (JWT).
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// A refresh token not used for this long expires.
+    #[serde(with = "humantime_serde")]
+    pub refresh_idle_ttl: Duration,
+    /// A login's refresh tokens all expire this long after the login, however used.
+    #[serde(with = "humantime_serde")]
+    pub refresh_absolute_ttl: Duration,
+    /// Clock skew tolerated when checking token times; at most 30 s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// `iss` claim of access tokens.
+    pub issuer: String,
+    /// `aud` claim of access tokens.
+    pub audience: String,
+    /// Argon2id memory cost in KiB (at least 19456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (at least 2).
+    pub argon2_iterations: u32,
+    /// Argon2id lanes (at least 1).
+    pub argon2_parallelism: u32,
+    /// Password hashes computed at once; 0 means one per CPU core.
+    pub hash_concurrency: usize,
+    /// Failed logins for one account before each further one is delayed.
+    pub backoff_account_free_failures: u32,
+    /// Failed logins from one client address before each further one is delayed.
+    pub backoff_ip_free_failures: u32,
+    /// First delay after the free failures; it doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base_delay: Duration,
+    /// The delay never grows beyond this: there is no permanent lockout.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max_delay: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            access_token_ttl: Duration::from_secs(5 * 60),
+            refresh_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
+            leeway: Duration::from_secs(30),
+            issuer: "atelier".into(),
+            audience: "atelier".into(),
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_concurrency: 0,
+            backoff_account_free_failures: 5,
+            backoff_ip_free_failures: 20,
+            backoff_base_delay: Duration::from_secs(1),
+            backoff_max_delay: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A value that must never be shown: `Debug` and serialisation print `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// Serialises with the password hidden; parses with the scheme checked.
+mod database_url {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(url: &DatabaseUrl, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(url)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DatabaseUrl, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value in {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Settings and where they came from, for the start-up summary.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Names of the `ATELIER_*` variables that set a key.
+    pub env_keys: Vec<String>,
+}
+
+/// Loads the settings: `path` if given (it must exist), otherwise `atelier.toml` in
+/// the working directory if present; then the environment.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    load_from(path, std::env::vars())
+}
+
+fn load_from(
+    path: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let defaults = toml::Table::try_from(Settings::default())
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let mut merged = defaults.clone();
+
+    let file = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    if let Some(file) = &file {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: file.clone(),
+            message: e.message().to_owned(),
+        })?;
+        merge(&mut merged, table);
+    }
+
+    let mut env_keys = Vec::new();
+    let mut overlay = toml::Table::new();
+    for (var, value) in env {
+        let Some(key) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+        // Only variables naming a known key or section are settings; others
+        // (ATELIER_TEST_…, say) belong to someone else.
+        if !defaults.contains_key(&path[0]) && !is_optional_key(&path[0]) {
+            continue;
+        }
+        let typed = typed_env_value(&defaults, &path, &value).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
+        insert_path(&mut overlay, &path, typed);
+        env_keys.push(var);
+    }
+    merge(&mut merged, overlay);
+    env_keys.sort();
+
+    let settings = Settings::deserialize(toml::Value::Table(merged)).map_err(|e| {
+        let message = e.to_string();
+        match &file {
+            Some(path) => ConfigError::Parse {
+                path: path.clone(),
+                message,
+            },
+            None => ConfigError::Invalid(message),
+        }
+    })?;
+    settings.validate()?;
+    Ok(Loaded {
+        settings,
+        file,
+        env_keys,
+    })
+}
+
+/// Top-level keys whose default is unset, so they are absent from the defaults table.
+fn is_optional_key(key: &str) -> bool {
+    matches!(key, "jwt_secret" | "admin_email" | "admin_password")
+}
+
+/// Reads `text` as the type the default value at `path` has; unset keys are strings.
+fn typed_env_value(defaults: &toml::Table, path: &[String], text: &str) -> Result<toml::Value, String> {
+    let mut current: Option<&toml::Value> = None;
+    let mut table = Some(defaults);
+    for segment in path {
+        current = table.and_then(|t| t.get(segment));
+        table = current.and_then(toml::Value::as_table);
+    }
+    match current {
+        Some(toml::Value::Boolean(_)) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {text:?}")),
+        },
+        Some(toml::Value::Integer(_)) => text
+            .trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, got {text:?}")),
+        Some(toml::Value::Table(_)) => Err("names a section, not a key".into()),
+        _ => Ok(toml::Value::String(text.to_owned())),
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else in `over` replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let a = &self.auth;
+        if let Some(secret) = &self.jwt_secret {
+            if secret.expose().len() < 32 {
+                return invalid("jwt_secret must be at least 32 bytes long".into());
+            }
+        }
+        if self.admin_email.is_some() != self.admin_password.is_some() {
+            return invalid("admin_email and admin_password must be set together".into());
+        }
+        if a.leeway > Duration::from_secs(30) {
+            return invalid("auth.leeway must be at most 30s".into());
+        }
+        if a.access_token_ttl < Duration::from_secs(1) {
+            return invalid("auth.access_token_ttl must be at least 1s".into());
+        }
+        if a.refresh_idle_ttl > a.refresh_absolute_ttl {
+            return invalid("auth.refresh_idle_ttl cannot exceed auth.refresh_absolute_ttl".into());
+        }
+        if a.argon2_memory_kib < 19_456 || a.argon2_iterations < 2 || a.argon2_parallelism < 1 {
+            return invalid(
+                "argon2 parameters below the minimum (memory 19456 KiB, 2 iterations, 1 lane)".into(),
+            );
+        }
+        if a.backoff_base_delay > a.backoff_max_delay {
+            return invalid("auth.backoff_base_delay cannot exceed auth.backoff_max_delay".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let file = write("bind = \"0.0.0.0:9000\"\nregistration = \"closed\"\n[auth]\naccess_token_ttl = \"10m\"\n");
+        let loaded = load_from(
+            Some(file.path()),
+            env(&[
+                ("ATELIER_BIND", "127.0.0.1:7000"),
+                ("ATELIER_AUTH__REFRESH_IDLE_TTL", "1day"),
+                ("ATELIER_TRUST_PROXY_HEADERS", "true"),
+                ("ATELIER_TEST_SOMETHING", "ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .expect("loads");
+        let s = loaded.settings;
+        assert_eq!(s.bind.to_string(), "127.0.0.1:7000", "env beats file");
+        assert_eq!(s.registration, Registration::Closed, "file beats default");
+        assert_eq!(s.auth.access_token_ttl, Duration::from_secs(600));
+        assert_eq!(s.auth.refresh_idle_ttl, Duration::from_secs(86_400));
+        assert!(s.trust_proxy_headers);
+        assert_eq!(s.log_format, LogFormat::Text, "default kept");
+        assert_eq!(
+            loaded.env_keys,
+            vec!["ATELIER_AUTH__REFRESH_IDLE_TTL", "ATELIER_BIND", "ATELIER_TRUST_PROXY_HEADERS"]
+        );
+    }
+
+    #[test]
+    fn secrets_of_digits_stay_strings_and_are_never_printed() {
+        let loaded = load_from(
+            None,
+            env(&[
+                ("ATELIER_ADMIN_EMAIL", "root@example.com"),
+                ("ATELIER_ADMIN_PASSWORD", "123456789012345"),
+                ("ATELIER_JWT_SECRET", "[0123456789abcdef0123456789abcdef]"),
+                ("ATELIER_DATABASE_URL", "postgres://app:hunter2hunter2@db/atelier"),
+            ]),
+        )
+        .expect("loads");
+        let s = &loaded.settings;
+        assert_eq!(s.admin_password.as_ref().map(Secret::expose), Some("123456789012345"));
+        let shown = format!("{}\n{s:?}", s.to_redacted_toml());
+        for secret in ["123456789012345", "0123456789abcdef", "hunter2hunter2"] {
+            assert!(!shown.contains(secret), "{secret} leaked into:\n{shown}");
+        }
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let file = write("[auth]\naccess_token_tll = \"5m\"\n");
+        let err = load_from(Some(file.path()), env(&[])).expect_err("typo in file");
+        assert!(err.to_string().contains("access_token_tll"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_AUTH__NOPE", "1")])).expect_err("typo in env");
+        assert!(err.to_string().contains("nope"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_TRUST_PROXY_HEADERS", "maybe")]))
+            .expect_err("bad boolean");
+        assert!(err.to_string().contains("ATELIER_TRUST_PROXY_HEADERS"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_DATABASE_URL", "mysql://x")])).expect_err("scheme");
+        assert!(err.to_string().contains("mysql"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_JWT_SECRET", "short")])).expect_err("short key");
+        assert!(err.to_string().contains("32 bytes"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_AUTH__LEEWAY", "1m")])).expect_err("leeway");
+        assert!(err.to_string().contains("30s"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_AUTH__ARGON2_MEMORY_KIB", "1024")]))
+            .expect_err("weak argon2");
+        assert!(err.to_string().contains("argon2"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_with_its_default() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+        let loaded = load_from(Some(&example), env(&[])).expect("the example loads");
+        assert_eq!(loaded.settings.to_redacted_toml(), Settings::default().to_redacted_toml());
+
+        // Every key of the defaults appears in the example, set or commented out.
+        let text = std::fs::read_to_string(&example).expect("read example");
+        let defaults = toml::Table::try_from(Settings::default()).expect("table");
+        let mut keys: Vec<String> = Vec::new();
+        for (k, v) in &defaults {
+            match v.as_table() {
+                Some(section) => keys.extend(section.keys().cloned()),
+                None => keys.push(k.clone()),
+            }
+        }
+        keys.extend(["jwt_secret", "admin_email", "admin_password"].map(String::from));
+        for key in keys {
+            assert!(text.contains(&format!("{key} =")), "config.example.toml does not document {key}");
+        }
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = load_from(Some(Path::new("/nonexistent/atelier.toml")), env(&[]))
+            .expect_err("missing file");
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Errors: [`ApiError`] for requests, [`StartupError`] for bringing the server up.
+//!
+//! Every request error becomes `{"error": {"code", "message"}}` with its status. The
+//! code is a stable snake_case string clients may match on; the message is for
+//! people. An internal cause is logged with the request id and never sent.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use atelier_store::StoreError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::accounts::AccountError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `email_taken`.
+    #[schema(example = "email_taken")]
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+    retry_after: Option<Duration>,
+    /// Logged, never sent.
+    cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn too_many_requests(code: &'static str, message: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
+        let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        err.retry_after = Some(retry_after);
+        err
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error");
+        err.cause = Some(cause.into());
+        err
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            match &self.cause {
+                Some(cause) => tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed"),
+                None => tracing::error!(code = self.code, message = %self.message, "request failed"),
+            }
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.into_owned(),
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: retrying early would only fail again.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; try again shortly",
+                );
+                e.cause = Some(err.into());
+                e
+            }
+            StoreError::NotFound => ApiError::not_found("not_found", "not found"),
+            StoreError::EmailTaken => AccountError::EmailTaken.into(),
+            StoreError::LastAdmin => AccountError::LastAdmin.into(),
+            StoreError::Backend(_) => ApiError::internal(err),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        use AccountError as E;
+        let message = err.to_string();
+        match err {
+            E::RegistrationClosed => ApiError::new(StatusCode::FORBIDDEN, "registration_closed", message),
+            E::InvalidEmail(_) => ApiError::unprocessable("invalid_email", message),
+            E::EmailTaken => ApiError::new(StatusCode::CONFLICT, "email_taken", message),
+            E::WeakPassword(_) => ApiError::unprocessable("weak_password", message),
+            E::InvalidCredentials => ApiError::unauthorized("invalid_credentials", message),
+            E::Throttled { retry_after } => ApiError::too_many_requests("too_many_attempts", message, retry_after),
+            E::InvalidRefreshToken => ApiError::unauthorized("invalid_refresh_token", message),
+            E::RefreshTokenExpired => ApiError::unauthorized("refresh_token_expired", message),
+            E::RefreshTokenReused => ApiError::unauthorized("refresh_token_reused", message),
+            E::InvalidToken => ApiError::unauthorized("invalid_token", message),
+            E::TokenExpired => ApiError::unauthorized("token_expired", message),
+            E::TokenRevoked => ApiError::unauthorized("token_revoked", message),
+            E::WrongCurrentPassword => ApiError::new(StatusCode::FORBIDDEN, "wrong_password", message),
+            E::NothingToChange => ApiError::unprocessable("nothing_to_change", message),
+            E::UserNotFound => ApiError::not_found("user_not_found", message),
+            E::CannotDeleteSelf => ApiError::new(StatusCode::CONFLICT, "cannot_delete_self", message),
+            E::LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", message),
+            E::Store(store) => store.into(),
+            E::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+/// Why the server could not start. Printed to the operator, so each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] atelier_store_duckdb::OpenError),
+    #[error("{0} is not supported by this build yet; use duckdb://PATH")]
+    UnsupportedBackend(&'static str),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up {what}: {source:#}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("cannot create the configured admin: {0}")]
+    Admin(AccountError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_have_the_documented_shape_and_headers() {
+        let response = ApiError::from(AccountError::Throttled {
+            retry_after: Duration::from_millis(1500),
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error"]["code"], "too_many_attempts");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| m.contains("try again")));
+
+        let response = ApiError::from(AccountError::InvalidCredentials).into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+
+    #[tokio::test]
+    async fn internal_causes_are_not_sent() {
+        let response = ApiError::internal(anyhow::anyhow!("secret connection string")).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
+}

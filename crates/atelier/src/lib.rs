@@ -1,0 +1,14 @@
+//! atelier: a self-hosted AI generation studio and gateway in one binary.
+//!
+//! `main.rs` only calls [`cli::main`]. The layers, from the outside in: [`cli`] and
+//! [`api`] (HTTP) parse and authorize, [`service`] does the work, and the store
+//! (`atelier-store`) keeps the state. [`app`] builds and serves it all.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod telemetry;

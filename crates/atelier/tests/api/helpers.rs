@@ -1,0 +1,224 @@
+//! The test harness: a real atelier server on 127.0.0.1:0 with its own DuckDB file,
+//! and a real HTTP client. Logs are silent unless `TEST_LOG` is set.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use atelier::app::{self, App};
+use atelier::config::{Registration, Secret, Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-horse-battery-staple";
+/// Tests sign their own tokens with this key to forge expired or mis-addressed ones.
+pub const JWT_SECRET: &str = "test-signing-key-0123456789abcdef0123";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    dir: Arc<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A signed-in user and their tokens.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The stable error code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<no error code>")
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Self {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_error(self, status: StatusCode, code: &str) -> Self {
+        assert_eq!((self.status, self.code()), (status, code), "body: {}", self.text);
+        assert!(
+            self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without a message: {}",
+            self.text
+        );
+        self
+    }
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        atelier::telemetry::init(atelier::config::LogFormat::Text, "debug");
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server whose settings `configure` may change first.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        init_logs();
+        let dir = Arc::new(tempfile::tempdir().expect("temporary folder"));
+        let mut settings = Settings::default();
+        settings.database_url = atelier_store::DatabaseUrl::DuckDb(dir.path().join("atelier.duckdb"));
+        settings.registration = Registration::Open;
+        settings.admin_email = Some(ADMIN_EMAIL.into());
+        settings.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+        settings.jwt_secret = Some(Secret::new(JWT_SECRET));
+        configure(&mut settings);
+        Self::start(settings, dir).await
+    }
+
+    async fn start(settings: Settings, dir: Arc<tempfile::TempDir>) -> Self {
+        let state = App::build(settings.clone()).await.expect("the app builds");
+        state.bootstrap_admin().await.expect("the admin is created");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(app::serve(state, listener, async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            settings,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("atelier.duckdb")
+    }
+
+    /// Stops the server gracefully and waits until it has released the database.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+
+    /// Stops this server and starts a new one on the same database file.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let (settings, dir) = (self.settings.clone(), Arc::clone(&self.dir));
+        Self::start(settings, dir).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::DELETE, path, token, None).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Reply {
+        self.post("/auth/register", None, json!({"email": email, "password": password})).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post("/auth/login", None, json!({"email": email, "password": password})).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post("/auth/refresh", None, json!({"refresh_token": refresh_token})).await
+    }
+
+    /// Registers a new user with a unique email and logs them in.
+    pub async fn user(&self) -> TestUser {
+        let email = format!("user-{}@example.com", uuid::Uuid::now_v7().simple());
+        let password = "velvet otter quantum lantern".to_owned();
+        let created = self.register(&email, &password).await.expect(StatusCode::CREATED);
+        let mut user = self.sign_in(&email, &password).await;
+        user.id = created.body["id"].as_str().expect("id").to_owned();
+        user
+    }
+
+    /// Logs in the bootstrapped admin.
+    pub async fn admin(&self) -> TestUser {
+        let mut admin = self.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        let me = self.get("/users/me", Some(&admin.access)).await.expect(StatusCode::OK);
+        admin.id = me.body["id"].as_str().expect("id").to_owned();
+        admin
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> TestUser {
+        let reply = self.login(email, password).await.expect(StatusCode::OK);
+        TestUser {
+            id: String::new(),
+            email: email.to_owned(),
+            password: password.to_owned(),
+            access: reply.body["access_token"].as_str().expect("access token").to_owned(),
+            refresh: reply.body["refresh_token"].as_str().expect("refresh token").to_owned(),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, body, text }
+}

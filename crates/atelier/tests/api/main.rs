@@ -1,0 +1,11 @@
+//! HTTP tests of atelier: the real server on 127.0.0.1:0, a temporary DuckDB file,
+//! a real HTTP client. One test binary for the crate keeps link time down.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod admin;
+mod auth;
+mod docs;
+mod helpers;
+mod process;
+mod users;
