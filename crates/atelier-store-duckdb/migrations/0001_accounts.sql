@@ -28,7 +28,7 @@ CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);
 
 CREATE TABLE audit_log (
     id         VARCHAR PRIMARY KEY,
-    at         TIMESTAMP NOT NULL,
+    occurred_at TIMESTAMP NOT NULL,
     event      VARCHAR NOT NULL,
     user_id    VARCHAR,
     actor_id   VARCHAR,
@@ -36,7 +36,7 @@ CREATE TABLE audit_log (
     request_id VARCHAR,
     details    VARCHAR NOT NULL
 );
-CREATE INDEX audit_log_at ON audit_log (at);
+CREATE INDEX audit_log_occurred_at ON audit_log (occurred_at);
 
 CREATE TABLE server_secrets (
     name       VARCHAR PRIMARY KEY,

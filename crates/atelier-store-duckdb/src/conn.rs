@@ -108,14 +108,7 @@ impl Connections {
     /// Writes everything to the database file, so the next start needs no WAL replay.
     pub(crate) async fn checkpoint(&self) -> StoreResult<()> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            inner
-                .writer
-                .lock()
-                .execute_batch("CHECKPOINT")
-                .map_err(sql::err)
-        })
-        .await
+        blocking(move || inner.writer.lock().execute_batch("CHECKPOINT").map_err(sql::err)).await
     }
 }
 

@@ -59,7 +59,9 @@ pub struct DuckDbStore {
 
 impl std::fmt::Debug for DuckDbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DuckDbStore").field("path", &self.conns.path()).finish()
+        f.debug_struct("DuckDbStore")
+            .field("path", &self.conns.path())
+            .finish()
     }
 }
 
@@ -103,7 +105,10 @@ impl Store for DuckDbStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.conns
-            .read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i32>(0)).map_err(sql::err))
+            .read(|c| {
+                c.query_row("SELECT 1", [], |r| r.get::<_, i32>(0))
+                    .map_err(sql::err)
+            })
             .await
             .map(drop)
     }
@@ -225,11 +230,7 @@ impl Store for DuckDbStore {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn rotate_refresh_token(
-        &self,
-        presented: TokenHash,
-        next: Rotation,
-    ) -> StoreResult<RotateOutcome> {
+    async fn rotate_refresh_token(&self, presented: TokenHash, next: Rotation) -> StoreResult<RotateOutcome> {
         self.conns
             .write(move |tx| tokens::rotate(tx, presented, &next))
             .await
@@ -259,7 +260,7 @@ impl Store for DuckDbStore {
         self.conns
             .write(move |tx| {
                 tx.execute(
-                    "INSERT INTO audit_log (id, at, event, user_id, actor_id, ip, request_id, details) \
+                    "INSERT INTO audit_log (id, occurred_at, event, user_id, actor_id, ip, request_id, details) \
                      VALUES (?, make_timestamp(?), ?, ?, ?, ?, ?, ?)",
                     duckdb::params![
                         record.id.to_string(),
@@ -284,7 +285,7 @@ impl Store for DuckDbStore {
                 c.query_row(
                     "SELECT count(*) FILTER (WHERE event = 'login'), \
                             count(*) FILTER (WHERE event = 'login_failed') \
-                     FROM audit_log WHERE at >= make_timestamp(?)",
+                     FROM audit_log WHERE occurred_at >= make_timestamp(?)",
                     [sql::micros(since)],
                     |r| {
                         Ok(LoginCounts {

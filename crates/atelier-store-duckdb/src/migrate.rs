@@ -8,11 +8,7 @@ use duckdb::Transaction;
 use crate::sql;
 
 /// `(version, name, sql)`, in order. Append only: an applied migration never changes.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "accounts",
-    include_str!("../migrations/0001_accounts.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "accounts", include_str!("../migrations/0001_accounts.sql"))];
 
 pub(crate) fn apply(tx: &Transaction<'_>) -> StoreResult<MigrationReport> {
     tx.execute_batch(
@@ -24,9 +20,11 @@ pub(crate) fn apply(tx: &Transaction<'_>) -> StoreResult<MigrationReport> {
     )
     .map_err(sql::err)?;
     let current: u32 = tx
-        .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(sql::err)?;
 
     let latest = MIGRATIONS.last().map_or(0, |m| m.0);

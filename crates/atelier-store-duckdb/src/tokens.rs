@@ -177,9 +177,12 @@ pub(crate) fn revoke_user_families(
 }
 
 pub(crate) fn delete_user_tokens(tx: &Connection, user_id: Uuid) -> StoreResult<()> {
-    tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?", [user_id.to_string()])
-        .map(drop)
-        .map_err(sql::err)
+    tx.execute(
+        "DELETE FROM refresh_tokens WHERE user_id = ?",
+        [user_id.to_string()],
+    )
+    .map(drop)
+    .map_err(sql::err)
 }
 
 /// Rotated tokens of a live family stay: a replay of one must still be recognised.

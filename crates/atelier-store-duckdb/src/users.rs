@@ -145,18 +145,16 @@ pub(crate) fn list(conn: &Connection, query: &UserQuery) -> StoreResult<UserPage
     let has_more = rows.len() > query.limit as usize;
     rows.truncate(query.limit as usize);
     Ok(UserPage {
-        users: rows.into_iter().map(UserRow::into_user).collect::<StoreResult<_>>()?,
+        users: rows
+            .into_iter()
+            .map(UserRow::into_user)
+            .collect::<StoreResult<_>>()?,
         total: sql::count(total),
         has_more,
     })
 }
 
-pub(crate) fn update_email(
-    tx: &Connection,
-    id: Uuid,
-    email: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<User> {
+pub(crate) fn update_email(tx: &Connection, id: Uuid, email: &str, now: DateTime<Utc>) -> StoreResult<User> {
     let current = by_id(tx, id)?.ok_or(StoreError::NotFound)?;
     if current.email == email {
         return Ok(current);
@@ -197,8 +195,10 @@ pub(crate) fn move_valid_after(tx: &Connection, id: Uuid, now: DateTime<Utc>) ->
 }
 
 fn admin_count(conn: &Connection) -> StoreResult<i64> {
-    conn.query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| r.get(0))
-        .map_err(sql::err)
+    conn.query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| {
+        r.get(0)
+    })
+    .map_err(sql::err)
 }
 
 pub(crate) fn set_role(tx: &Connection, id: Uuid, role: Role, now: DateTime<Utc>) -> StoreResult<User> {
@@ -247,7 +247,11 @@ pub(crate) fn auth_states(conn: &Connection) -> StoreResult<Vec<AuthState>> {
         .prepare_cached("SELECT id, role, epoch_us(tokens_valid_after) FROM users")
         .and_then(|mut s| {
             s.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?
             .collect::<duckdb::Result<Vec<_>>>()
         })

@@ -102,12 +102,18 @@ fn rotation(hash: TokenHash, at: DateTime<Utc>) -> Rotation {
 }
 
 async fn rotate(store: &Arc<dyn Store>, from: TokenHash, to: TokenHash) -> RotateOutcome {
-    store.rotate_refresh_token(from, rotation(to, now())).await.unwrap()
+    store
+        .rotate_refresh_token(from, rotation(to, now()))
+        .await
+        .unwrap()
 }
 
 pub async fn migrate_is_idempotent(store: Arc<dyn Store>) {
     let again = store.migrate().await.unwrap();
-    assert_eq!(again.applied, 0, "a migrated store must have nothing left to apply");
+    assert_eq!(
+        again.applied, 0,
+        "a migrated store must have nothing left to apply"
+    );
     assert!(again.version >= 1);
     store.ping().await.unwrap();
 }
@@ -129,11 +135,21 @@ pub async fn user_round_trip(store: Arc<dyn Store>) {
         .expect("credentials by email");
     assert_eq!(creds.user, created);
     assert_eq!(creds.password_hash, new.password_hash);
-    let creds = store.credentials_by_id(new.id).await.unwrap().expect("credentials by id");
+    let creds = store
+        .credentials_by_id(new.id)
+        .await
+        .unwrap()
+        .expect("credentials by id");
     assert_eq!(creds.password_hash, new.password_hash);
 
     assert!(store.user_by_id(Uuid::now_v7()).await.unwrap().is_none());
-    assert!(store.credentials_by_email("nobody@example.com").await.unwrap().is_none());
+    assert!(
+        store
+            .credentials_by_email("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     store.set_password_hash(new.id, "$argon2id$new").await.unwrap();
     let creds = store.credentials_by_id(new.id).await.unwrap().unwrap();
@@ -149,13 +165,26 @@ pub async fn user_round_trip(store: Arc<dyn Store>) {
 }
 
 pub async fn duplicate_email_is_refused(store: Arc<dyn Store>) {
-    store.create_user(new_user("dup@example.com", Role::User)).await.unwrap();
+    store
+        .create_user(new_user("dup@example.com", Role::User))
+        .await
+        .unwrap();
     let err = store
         .create_user(new_user("dup@example.com", Role::Admin))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::EmailTaken), "got {err:?}");
-    assert_eq!(store.list_users(&UserQuery { limit: 10, ..Default::default() }).await.unwrap().total, 1);
+    assert_eq!(
+        store
+            .list_users(&UserQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .total,
+        1
+    );
 }
 
 pub async fn list_users_filters_and_pages(store: Arc<dyn Store>) {
@@ -167,16 +196,36 @@ pub async fn list_users_filters_and_pages(store: Arc<dyn Store>) {
         ("d.FOUR@example.com", Role::User),
         ("e.five@example.org", Role::Admin),
     ] {
-        ids.push(store.create_user(new_user(&email.to_lowercase(), role)).await.unwrap().id);
+        ids.push(
+            store
+                .create_user(new_user(&email.to_lowercase(), role))
+                .await
+                .unwrap()
+                .id,
+        );
     }
 
-    let all = store.list_users(&UserQuery { limit: 100, ..Default::default() }).await.unwrap();
+    let all = store
+        .list_users(&UserQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.total, 5);
     assert!(!all.has_more);
-    assert_eq!(all.users.iter().map(|u| u.id).collect::<Vec<_>>(), ids, "creation order");
+    assert_eq!(
+        all.users.iter().map(|u| u.id).collect::<Vec<_>>(),
+        ids,
+        "creation order"
+    );
 
     let admins = store
-        .list_users(&UserQuery { role: Some(Role::Admin), limit: 100, ..Default::default() })
+        .list_users(&UserQuery {
+            role: Some(Role::Admin),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(admins.total, 2);
@@ -193,23 +242,47 @@ pub async fn list_users_filters_and_pages(store: Arc<dyn Store>) {
     assert_eq!(org.total, 2, "email filter is a case-insensitive substring");
 
     let wildcard = store
-        .list_users(&UserQuery { email_contains: Some("%".into()), limit: 100, ..Default::default() })
+        .list_users(&UserQuery {
+            email_contains: Some("%".into()),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(wildcard.total, 0, "LIKE wildcards in the filter are matched literally");
+    assert_eq!(
+        wildcard.total, 0,
+        "LIKE wildcards in the filter are matched literally"
+    );
 
-    let page1 = store.list_users(&UserQuery { limit: 2, ..Default::default() }).await.unwrap();
+    let page1 = store
+        .list_users(&UserQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page1.users.len(), 2);
     assert!(page1.has_more);
     assert_eq!(page1.total, 5);
     let page2 = store
-        .list_users(&UserQuery { limit: 2, after: Some(page1.users[1].id), ..Default::default() })
+        .list_users(&UserQuery {
+            limit: 2,
+            after: Some(page1.users[1].id),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(page2.users.iter().map(|u| u.id).collect::<Vec<_>>(), ids[2..4].to_vec());
+    assert_eq!(
+        page2.users.iter().map(|u| u.id).collect::<Vec<_>>(),
+        ids[2..4].to_vec()
+    );
     assert!(page2.has_more);
     let page3 = store
-        .list_users(&UserQuery { limit: 2, after: Some(page2.users[1].id), ..Default::default() })
+        .list_users(&UserQuery {
+            limit: 2,
+            after: Some(page2.users[1].id),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(page3.users.len(), 1);
@@ -217,51 +290,108 @@ pub async fn list_users_filters_and_pages(store: Arc<dyn Store>) {
 }
 
 pub async fn update_email(store: Arc<dyn Store>) {
-    let a = store.create_user(new_user("a@example.com", Role::User)).await.unwrap();
-    store.create_user(new_user("b@example.com", Role::User)).await.unwrap();
+    let a = store
+        .create_user(new_user("a@example.com", Role::User))
+        .await
+        .unwrap();
+    store
+        .create_user(new_user("b@example.com", Role::User))
+        .await
+        .unwrap();
 
     let later = now() + Duration::seconds(1);
     let updated = store.update_email(a.id, "a2@example.com", later).await.unwrap();
     assert_eq!(updated.email, "a2@example.com");
     assert_eq!(updated.updated_at, later);
-    assert!(store.credentials_by_email("a@example.com").await.unwrap().is_none());
-    assert!(store.credentials_by_email("a2@example.com").await.unwrap().is_some());
+    assert!(
+        store
+            .credentials_by_email("a@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .credentials_by_email("a2@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
 
-    let err = store.update_email(a.id, "b@example.com", now()).await.unwrap_err();
+    let err = store
+        .update_email(a.id, "b@example.com", now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::EmailTaken), "got {err:?}");
-    assert_eq!(store.user_by_id(a.id).await.unwrap().unwrap().email, "a2@example.com");
+    assert_eq!(
+        store.user_by_id(a.id).await.unwrap().unwrap().email,
+        "a2@example.com"
+    );
 
-    let err = store.update_email(Uuid::now_v7(), "c@example.com", now()).await.unwrap_err();
+    let err = store
+        .update_email(Uuid::now_v7(), "c@example.com", now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "got {err:?}");
 }
 
 pub async fn set_role_moves_valid_after_and_keeps_one_admin(store: Arc<dyn Store>) {
-    let admin = store.create_user(new_user("root@example.com", Role::Admin)).await.unwrap();
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let admin = store
+        .create_user(new_user("root@example.com", Role::Admin))
+        .await
+        .unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
 
     let err = store.set_role(admin.id, Role::User, now()).await.unwrap_err();
     assert!(matches!(err, StoreError::LastAdmin), "got {err:?}");
-    assert_eq!(store.user_by_id(admin.id).await.unwrap().unwrap().role, Role::Admin);
+    assert_eq!(
+        store.user_by_id(admin.id).await.unwrap().unwrap().role,
+        Role::Admin
+    );
 
     let at = now() + Duration::seconds(5);
     let promoted = store.set_role(user.id, Role::Admin, at).await.unwrap();
     assert_eq!(promoted.role, Role::Admin);
-    assert_eq!(promoted.tokens_valid_after, at, "a role change revokes earlier tokens");
+    assert_eq!(
+        promoted.tokens_valid_after, at,
+        "a role change revokes earlier tokens"
+    );
 
-    let unchanged = store.set_role(user.id, Role::Admin, at + Duration::seconds(5)).await.unwrap();
-    assert_eq!(unchanged.tokens_valid_after, at, "setting the same role changes nothing");
+    let unchanged = store
+        .set_role(user.id, Role::Admin, at + Duration::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged.tokens_valid_after, at,
+        "setting the same role changes nothing"
+    );
 
     let demoted = store.set_role(admin.id, Role::User, now()).await.unwrap();
     assert_eq!(demoted.role, Role::User, "with two admins, one may be demoted");
 
-    let err = store.set_role(Uuid::now_v7(), Role::Admin, now()).await.unwrap_err();
+    let err = store
+        .set_role(Uuid::now_v7(), Role::Admin, now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "got {err:?}");
 }
 
 pub async fn delete_user_takes_its_tokens_and_keeps_one_admin(store: Arc<dyn Store>) {
-    let admin = store.create_user(new_user("root@example.com", Role::Admin)).await.unwrap();
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
-    store.create_session(session(user.id, token(1), now())).await.unwrap();
+    let admin = store
+        .create_user(new_user("root@example.com", Role::Admin))
+        .await
+        .unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
+    store
+        .create_session(session(user.id, token(1), now()))
+        .await
+        .unwrap();
 
     let err = store.delete_user(admin.id).await.unwrap_err();
     assert!(matches!(err, StoreError::LastAdmin), "got {err:?}");
@@ -269,21 +399,33 @@ pub async fn delete_user_takes_its_tokens_and_keeps_one_admin(store: Arc<dyn Sto
     store.delete_user(user.id).await.unwrap();
     assert!(store.user_by_id(user.id).await.unwrap().is_none());
     assert_eq!(rotate(&store, token(1), token(2)).await, RotateOutcome::Invalid);
-    assert_eq!(store.refresh_token_stats(now()).await.unwrap(), TokenStats::default());
+    assert_eq!(
+        store.refresh_token_stats(now()).await.unwrap(),
+        TokenStats::default()
+    );
 
     let err = store.delete_user(user.id).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "got {err:?}");
 
     // An email freed by deletion can be registered again.
-    store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
 }
 
 pub async fn change_password_revokes_other_families(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
     let kept = session(user.id, token(1), now());
     let kept_family = kept.family_id;
     store.create_session(kept).await.unwrap();
-    store.create_session(session(user.id, token(2), now())).await.unwrap();
+    store
+        .create_session(session(user.id, token(2), now()))
+        .await
+        .unwrap();
 
     let at = now() + Duration::seconds(3);
     let changed = store
@@ -294,18 +436,30 @@ pub async fn change_password_revokes_other_families(store: Arc<dyn Store>) {
     let creds = store.credentials_by_id(user.id).await.unwrap().unwrap();
     assert_eq!(creds.password_hash, "$argon2id$changed");
 
-    assert!(matches!(rotate(&store, token(1), token(3)).await, RotateOutcome::Rotated { .. }));
+    assert!(matches!(
+        rotate(&store, token(1), token(3)).await,
+        RotateOutcome::Rotated { .. }
+    ));
     assert_eq!(rotate(&store, token(2), token(4)).await, RotateOutcome::Invalid);
 
-    store.change_password(user.id, "$argon2id$again", None, now()).await.unwrap();
+    store
+        .change_password(user.id, "$argon2id$again", None, now())
+        .await
+        .unwrap();
     assert_eq!(rotate(&store, token(3), token(5)).await, RotateOutcome::Invalid);
 
-    let err = store.change_password(Uuid::now_v7(), "x", None, now()).await.unwrap_err();
+    let err = store
+        .change_password(Uuid::now_v7(), "x", None, now())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "got {err:?}");
 }
 
 pub async fn rotation_and_reuse_detection(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
     let first = session(user.id, token(1), now());
     let family = first.family_id;
     store.create_session(first).await.unwrap();
@@ -317,23 +471,38 @@ pub async fn rotation_and_reuse_detection(store: Arc<dyn Store>) {
         }
         other => panic!("expected rotation, got {other:?}"),
     }
-    assert!(matches!(rotate(&store, token(2), token(3)).await, RotateOutcome::Rotated { .. }));
+    assert!(matches!(
+        rotate(&store, token(2), token(3)).await,
+        RotateOutcome::Rotated { .. }
+    ));
 
     // Replaying the first token kills the family, including its newest member.
     assert_eq!(
         rotate(&store, token(1), token(9)).await,
-        RotateOutcome::Reused { user_id: user.id, family_id: family }
+        RotateOutcome::Reused {
+            user_id: user.id,
+            family_id: family
+        }
     );
     assert_eq!(rotate(&store, token(3), token(4)).await, RotateOutcome::Invalid);
     assert_eq!(rotate(&store, token(77), token(78)).await, RotateOutcome::Invalid);
 
     // Another family of the same user is untouched.
-    store.create_session(session(user.id, token(10), now())).await.unwrap();
-    assert!(matches!(rotate(&store, token(10), token(11)).await, RotateOutcome::Rotated { .. }));
+    store
+        .create_session(session(user.id, token(10), now()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        rotate(&store, token(10), token(11)).await,
+        RotateOutcome::Rotated { .. }
+    ));
 }
 
 pub async fn expiry_idle_and_absolute(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
     let start = now() - Duration::days(10);
     let mut idle = session(user.id, token(1), start);
     idle.expires_at = start + Duration::days(7);
@@ -360,14 +529,22 @@ pub async fn expiry_idle_and_absolute(store: Arc<dyn Store>) {
 }
 
 pub async fn concurrent_rotation_has_one_winner(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
-    store.create_session(session(user.id, token(1), now())).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
+    store
+        .create_session(session(user.id, token(1), now()))
+        .await
+        .unwrap();
 
     let tasks: Vec<_> = (0..8u8)
         .map(|i| {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
-                store.rotate_refresh_token(token(1), rotation(token(100 + i), now())).await
+                store
+                    .rotate_refresh_token(token(1), rotation(token(100 + i), now()))
+                    .await
             })
         })
         .collect();
@@ -383,55 +560,108 @@ pub async fn concurrent_rotation_has_one_winner(store: Arc<dyn Store>) {
 }
 
 pub async fn logout_revokes_family(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
     let s = session(user.id, token(1), now());
     let family = s.family_id;
     store.create_session(s).await.unwrap();
-    assert!(matches!(rotate(&store, token(1), token(2)).await, RotateOutcome::Rotated { .. }));
+    assert!(matches!(
+        rotate(&store, token(1), token(2)).await,
+        RotateOutcome::Rotated { .. }
+    ));
 
     let revoked = store.revoke_family(token(2), now()).await.unwrap();
-    assert_eq!(revoked, Some(RevokedFamily { user_id: user.id, family_id: family }));
+    assert_eq!(
+        revoked,
+        Some(RevokedFamily {
+            user_id: user.id,
+            family_id: family
+        })
+    );
     assert_eq!(rotate(&store, token(2), token(3)).await, RotateOutcome::Invalid);
     assert_eq!(store.revoke_family(token(99), now()).await.unwrap(), None);
 }
 
 pub async fn purge_keeps_what_still_matters(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
     // A live family with one rotation: the rotated token stays for reuse detection.
     let live = session(user.id, token(1), now());
     let live_family = live.family_id;
     store.create_session(live).await.unwrap();
-    assert!(matches!(rotate(&store, token(1), token(2)).await, RotateOutcome::Rotated { .. }));
+    assert!(matches!(
+        rotate(&store, token(1), token(2)).await,
+        RotateOutcome::Rotated { .. }
+    ));
     // A logged-out family: revoked, purgeable.
-    store.create_session(session(user.id, token(3), now())).await.unwrap();
+    store
+        .create_session(session(user.id, token(3), now()))
+        .await
+        .unwrap();
     store.revoke_family(token(3), now()).await.unwrap();
     // An expired token: purgeable.
     let old = now() - Duration::days(40);
-    store.create_session(session(user.id, token(4), old)).await.unwrap();
+    store
+        .create_session(session(user.id, token(4), old))
+        .await
+        .unwrap();
 
     assert_eq!(store.purge_refresh_tokens(now()).await.unwrap(), 2);
     assert_eq!(store.purge_refresh_tokens(now()).await.unwrap(), 0);
     assert_eq!(
         rotate(&store, token(1), token(5)).await,
-        RotateOutcome::Reused { user_id: user.id, family_id: live_family },
+        RotateOutcome::Reused {
+            user_id: user.id,
+            family_id: live_family
+        },
         "the rotated token survived the purge, so its replay is still caught"
     );
 }
 
 pub async fn token_stats_by_state(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
-    store.create_session(session(user.id, token(1), now())).await.unwrap();
-    assert!(matches!(rotate(&store, token(1), token(2)).await, RotateOutcome::Rotated { .. }));
-    store.create_session(session(user.id, token(3), now())).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
+    store
+        .create_session(session(user.id, token(1), now()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        rotate(&store, token(1), token(2)).await,
+        RotateOutcome::Rotated { .. }
+    ));
+    store
+        .create_session(session(user.id, token(3), now()))
+        .await
+        .unwrap();
     store.revoke_family(token(3), now()).await.unwrap();
-    store.create_session(session(user.id, token(4), now() - Duration::days(40))).await.unwrap();
+    store
+        .create_session(session(user.id, token(4), now() - Duration::days(40)))
+        .await
+        .unwrap();
 
     let stats = store.refresh_token_stats(now()).await.unwrap();
-    assert_eq!(stats, TokenStats { active: 1, expired: 1, revoked: 1, rotated: 1 });
+    assert_eq!(
+        stats,
+        TokenStats {
+            active: 1,
+            expired: 1,
+            revoked: 1,
+            rotated: 1
+        }
+    );
 }
 
 pub async fn audit_and_login_counts(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("u@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("u@example.com", Role::User))
+        .await
+        .unwrap();
     let record = |event: &str, at: DateTime<Utc>| AuditRecord {
         id: Uuid::now_v7(),
         at,
@@ -445,35 +675,68 @@ pub async fn audit_and_login_counts(store: Arc<dyn Store>) {
     store.record_audit(record("login", now())).await.unwrap();
     store.record_audit(record("login", now())).await.unwrap();
     store.record_audit(record("login_failed", now())).await.unwrap();
-    store.record_audit(record("login_failed", now() - Duration::days(2))).await.unwrap();
+    store
+        .record_audit(record("login_failed", now() - Duration::days(2)))
+        .await
+        .unwrap();
     store.record_audit(record("role_changed", now())).await.unwrap();
 
-    let counts = store.login_counts_since(now() - Duration::hours(24)).await.unwrap();
-    assert_eq!(counts, LoginCounts { succeeded: 2, failed: 1 });
+    let counts = store
+        .login_counts_since(now() - Duration::hours(24))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        LoginCounts {
+            succeeded: 2,
+            failed: 1
+        }
+    );
 
     // Audit records outlive the user they are about.
     store.delete_user(user.id).await.unwrap();
     let counts = store.login_counts_since(now() - Duration::days(3)).await.unwrap();
-    assert_eq!(counts, LoginCounts { succeeded: 2, failed: 2 });
+    assert_eq!(
+        counts,
+        LoginCounts {
+            succeeded: 2,
+            failed: 2
+        }
+    );
 }
 
 pub async fn secret_is_initialised_once(store: Arc<dyn Store>) {
     let first = store.secret_get_or_init("jwt", b"first-candidate").await.unwrap();
     assert_eq!(first, b"first-candidate");
-    let second = store.secret_get_or_init("jwt", b"second-candidate").await.unwrap();
+    let second = store
+        .secret_get_or_init("jwt", b"second-candidate")
+        .await
+        .unwrap();
     assert_eq!(second, b"first-candidate", "an existing secret is never replaced");
     let other = store.secret_get_or_init("other", b"x").await.unwrap();
     assert_eq!(other, b"x");
 }
 
 pub async fn auth_states_and_role_counts(store: Arc<dyn Store>) {
-    let a = store.create_user(new_user("a@example.com", Role::Admin)).await.unwrap();
-    let b = store.create_user(new_user("b@example.com", Role::User)).await.unwrap();
-    let c = store.create_user(new_user("c@example.com", Role::User)).await.unwrap();
+    let a = store
+        .create_user(new_user("a@example.com", Role::Admin))
+        .await
+        .unwrap();
+    let b = store
+        .create_user(new_user("b@example.com", Role::User))
+        .await
+        .unwrap();
+    let c = store
+        .create_user(new_user("c@example.com", Role::User))
+        .await
+        .unwrap();
 
     let mut states = store.auth_states().await.unwrap();
     states.sort_by_key(|s| s.user_id);
-    assert_eq!(states, vec![AuthState::from(&a), AuthState::from(&b), AuthState::from(&c)]);
+    assert_eq!(
+        states,
+        vec![AuthState::from(&a), AuthState::from(&b), AuthState::from(&c)]
+    );
 
     let mut counts = store.count_users_by_role().await.unwrap();
     counts.sort_by_key(|(role, _)| *role as u8);

@@ -92,11 +92,7 @@ pub trait Store: Send + Sync + 'static {
     /// Exchanges a live token for `next` atomically: of concurrent calls with the same
     /// token exactly one sees it live. A token already rotated revokes its whole family,
     /// and that revocation is committed although the caller will fail the request.
-    async fn rotate_refresh_token(
-        &self,
-        presented: TokenHash,
-        next: Rotation,
-    ) -> StoreResult<RotateOutcome>;
+    async fn rotate_refresh_token(&self, presented: TokenHash, next: Rotation) -> StoreResult<RotateOutcome>;
 
     /// Revokes the family the token belongs to (logout). `None` when the token is unknown.
     async fn revoke_family(

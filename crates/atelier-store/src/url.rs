@@ -115,8 +115,14 @@ mod tests {
             "mysql://h".parse::<DatabaseUrl>(),
             Err(DatabaseUrlError::UnsupportedScheme("mysql".into()))
         );
-        assert_eq!("duckdb://".parse::<DatabaseUrl>(), Err(DatabaseUrlError::EmptyPath));
-        assert_eq!("data.db".parse::<DatabaseUrl>(), Err(DatabaseUrlError::MissingScheme));
+        assert_eq!(
+            "duckdb://".parse::<DatabaseUrl>(),
+            Err(DatabaseUrlError::EmptyPath)
+        );
+        assert_eq!(
+            "data.db".parse::<DatabaseUrl>(),
+            Err(DatabaseUrlError::MissingScheme)
+        );
     }
 
     #[test]

@@ -77,15 +77,25 @@ impl App {
         let (secret, key_source) = signing_key(&settings, store.as_ref()).await?;
         let tokens = AccessTokens::new(&secret, a.access_token_ttl, a.leeway, &a.issuer, &a.audience);
 
-        let (memory, iterations, lanes, concurrency) =
-            (a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism, a.hash_concurrency);
-        let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(memory, iterations, lanes, concurrency))
-            .await
-            .map_err(|e| setup("password hashing", e.into()))?
-            .map_err(|e| setup("password hashing", e))?;
+        let (memory, iterations, lanes, concurrency) = (
+            a.argon2_memory_kib,
+            a.argon2_iterations,
+            a.argon2_parallelism,
+            a.hash_concurrency,
+        );
+        let hasher =
+            tokio::task::spawn_blocking(move || PasswordHasher::new(memory, iterations, lanes, concurrency))
+                .await
+                .map_err(|e| setup("password hashing", e.into()))?
+                .map_err(|e| setup("password hashing", e))?;
 
         let revocations = Revocations::default();
-        revocations.load(store.auth_states().await.map_err(|e| setup("the revocation cache", e.into()))?);
+        revocations.load(
+            store
+                .auth_states()
+                .await
+                .map_err(|e| setup("the revocation cache", e.into()))?,
+        );
         let throttle = LoginThrottle::new(Policy {
             account_free_failures: a.backoff_account_free_failures,
             ip_free_failures: a.backoff_ip_free_failures,
@@ -130,8 +140,11 @@ impl App {
 
     /// Creates the admin named by `admin_email`/`admin_password`, if set and absent.
     pub async fn bootstrap_admin(&self) -> Result<(), StartupError> {
-        let (Some(email), Some(password)) = (&self.settings.admin_email, &self.settings.admin_password) else {
-            tracing::info!("admin: none configured (set ATELIER_ADMIN_EMAIL and ATELIER_ADMIN_PASSWORD, or run `atelier user create`)");
+        let (Some(email), Some(password)) = (&self.settings.admin_email, &self.settings.admin_password)
+        else {
+            tracing::info!(
+                "admin: none configured (set ATELIER_ADMIN_EMAIL and ATELIER_ADMIN_PASSWORD, or run `atelier user create`)"
+            );
             return Ok(());
         };
         match self.accounts.ensure_admin(email, password.expose()).await {
@@ -159,7 +172,10 @@ pub async fn open_store(url: &DatabaseUrl) -> Result<(Arc<dyn Store>, MigrationR
 }
 
 /// The configured key, or the one kept in the store (generated on first start).
-async fn signing_key(settings: &Settings, store: &dyn Store) -> Result<(Vec<u8>, &'static str), StartupError> {
+async fn signing_key(
+    settings: &Settings,
+    store: &dyn Store,
+) -> Result<(Vec<u8>, &'static str), StartupError> {
     if let Some(secret) = &settings.jwt_secret {
         return Ok((secret.expose().as_bytes().to_vec(), "from ATELIER_JWT_SECRET"));
     }

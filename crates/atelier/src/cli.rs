@@ -16,7 +16,11 @@ use crate::service::accounts::AccountError;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "atelier", version, about = "A self-hosted AI generation studio and gateway")]
+#[command(
+    name = "atelier",
+    version,
+    about = "A self-hosted AI generation studio and gateway"
+)]
 struct Cli {
     /// Configuration file (default: ./atelier.toml if it exists).
     #[arg(long, global = true, value_name = "PATH")]
@@ -107,7 +111,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     let serving = matches!(command, Command::Serve);
     // Commands print their results; the log only says what went wrong.
-    let filter = if serving { settings.log_level.as_str() } else { "warn" };
+    let filter = if serving {
+        settings.log_level.as_str()
+    } else {
+        "warn"
+    };
     telemetry::init(settings.log_format, filter);
     if serving {
         tracing::info!(
@@ -201,7 +209,9 @@ async fn user_command(state: &App, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Create { email, role } => {
             let password = read_password()?;
-            let user = accounts.create_user(&email, &password, role, None, &origin).await?;
+            let user = accounts
+                .create_user(&email, &password, role, None, &origin)
+                .await?;
             println!("created {} ({}) with id {}", user.email, user.role, user.id);
         }
         UserCommand::List { role, email } => {
@@ -217,7 +227,13 @@ async fn user_command(state: &App, cmd: UserCommand) -> anyhow::Result<()> {
                     })
                     .await?;
                 for u in &page.users {
-                    println!("{:<36}  {:<6}  {:<25}  {}", u.id, u.role, u.created_at.format("%Y-%m-%d %H:%M:%S UTC"), u.email);
+                    println!(
+                        "{:<36}  {:<6}  {:<25}  {}",
+                        u.id,
+                        u.role,
+                        u.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        u.email
+                    );
                 }
                 after = page.users.last().map(|u| u.id);
                 if !page.has_more {

@@ -216,8 +216,8 @@ fn load_from(
     path: Option<&Path>,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<Loaded, ConfigError> {
-    let defaults = toml::Table::try_from(Settings::default())
-        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let defaults =
+        toml::Table::try_from(Settings::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let mut merged = defaults.clone();
 
     let file = match path {
@@ -338,10 +338,8 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let a = &self.auth;
-        if let Some(secret) = &self.jwt_secret {
-            if secret.expose().len() < 32 {
-                return invalid("jwt_secret must be at least 32 bytes long".into());
-            }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return invalid("jwt_secret must be at least 32 bytes long".into());
         }
         if self.admin_email.is_some() != self.admin_password.is_some() {
             return invalid("admin_email and admin_password must be set together".into());
@@ -391,7 +389,8 @@ mod tests {
 
     #[test]
     fn defaults_then_file_then_environment() {
-        let file = write("bind = \"0.0.0.0:9000\"\nregistration = \"closed\"\n[auth]\naccess_token_ttl = \"10m\"\n");
+        let file =
+            write("bind = \"0.0.0.0:9000\"\nregistration = \"closed\"\n[auth]\naccess_token_ttl = \"10m\"\n");
         let loaded = load_from(
             Some(file.path()),
             env(&[
@@ -412,7 +411,11 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text, "default kept");
         assert_eq!(
             loaded.env_keys,
-            vec!["ATELIER_AUTH__REFRESH_IDLE_TTL", "ATELIER_BIND", "ATELIER_TRUST_PROXY_HEADERS"]
+            vec![
+                "ATELIER_AUTH__REFRESH_IDLE_TTL",
+                "ATELIER_BIND",
+                "ATELIER_TRUST_PROXY_HEADERS"
+            ]
         );
     }
 
@@ -429,7 +432,10 @@ mod tests {
         )
         .expect("loads");
         let s = &loaded.settings;
-        assert_eq!(s.admin_password.as_ref().map(Secret::expose), Some("123456789012345"));
+        assert_eq!(
+            s.admin_password.as_ref().map(Secret::expose),
+            Some("123456789012345")
+        );
         let shown = format!("{}\n{s:?}", s.to_redacted_toml());
         for secret in ["123456789012345", "0123456789abcdef", "hunter2hunter2"] {
             assert!(!shown.contains(secret), "{secret} leaked into:\n{shown}");
@@ -446,8 +452,7 @@ mod tests {
         let err = load_from(None, env(&[("ATELIER_AUTH__NOPE", "1")])).expect_err("typo in env");
         assert!(err.to_string().contains("nope"), "{err}");
 
-        let err = load_from(None, env(&[("ATELIER_TRUST_PROXY_HEADERS", "maybe")]))
-            .expect_err("bad boolean");
+        let err = load_from(None, env(&[("ATELIER_TRUST_PROXY_HEADERS", "maybe")])).expect_err("bad boolean");
         assert!(err.to_string().contains("ATELIER_TRUST_PROXY_HEADERS"), "{err}");
 
         let err = load_from(None, env(&[("ATELIER_DATABASE_URL", "mysql://x")])).expect_err("scheme");
@@ -459,8 +464,8 @@ mod tests {
         let err = load_from(None, env(&[("ATELIER_AUTH__LEEWAY", "1m")])).expect_err("leeway");
         assert!(err.to_string().contains("30s"), "{err}");
 
-        let err = load_from(None, env(&[("ATELIER_AUTH__ARGON2_MEMORY_KIB", "1024")]))
-            .expect_err("weak argon2");
+        let err =
+            load_from(None, env(&[("ATELIER_AUTH__ARGON2_MEMORY_KIB", "1024")])).expect_err("weak argon2");
         assert!(err.to_string().contains("argon2"), "{err}");
     }
 
@@ -468,7 +473,10 @@ mod tests {
     fn the_example_file_documents_every_key_with_its_default() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
         let loaded = load_from(Some(&example), env(&[])).expect("the example loads");
-        assert_eq!(loaded.settings.to_redacted_toml(), Settings::default().to_redacted_toml());
+        assert_eq!(
+            loaded.settings.to_redacted_toml(),
+            Settings::default().to_redacted_toml()
+        );
 
         // Every key of the defaults appears in the example, set or commented out.
         let text = std::fs::read_to_string(&example).expect("read example");
@@ -482,14 +490,17 @@ mod tests {
         }
         keys.extend(["jwt_secret", "admin_email", "admin_password"].map(String::from));
         for key in keys {
-            assert!(text.contains(&format!("{key} =")), "config.example.toml does not document {key}");
+            assert!(
+                text.contains(&format!("{key} =")),
+                "config.example.toml does not document {key}"
+            );
         }
     }
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let err = load_from(Some(Path::new("/nonexistent/atelier.toml")), env(&[]))
-            .expect_err("missing file");
+        let err =
+            load_from(Some(Path::new("/nonexistent/atelier.toml")), env(&[])).expect_err("missing file");
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     }
 }

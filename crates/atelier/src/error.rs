@@ -72,14 +72,22 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    pub fn too_many_requests(code: &'static str, message: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
+    pub fn too_many_requests(
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+        retry_after: Duration,
+    ) -> Self {
         let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, code, message);
         err.retry_after = Some(retry_after);
         err
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error");
+        let mut err = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        );
         err.cause = Some(cause.into());
         err
     }
@@ -97,7 +105,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             match &self.cause {
-                Some(cause) => tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed"),
+                Some(cause) => {
+                    tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed")
+                }
                 None => tracing::error!(code = self.code, message = %self.message, "request failed"),
             }
         }
@@ -151,7 +161,9 @@ impl From<AccountError> for ApiError {
             E::EmailTaken => ApiError::new(StatusCode::CONFLICT, "email_taken", message),
             E::WeakPassword(_) => ApiError::unprocessable("weak_password", message),
             E::InvalidCredentials => ApiError::unauthorized("invalid_credentials", message),
-            E::Throttled { retry_after } => ApiError::too_many_requests("too_many_attempts", message, retry_after),
+            E::Throttled { retry_after } => {
+                ApiError::too_many_requests("too_many_attempts", message, retry_after)
+            }
             E::InvalidRefreshToken => ApiError::unauthorized("invalid_refresh_token", message),
             E::RefreshTokenExpired => ApiError::unauthorized("refresh_token_expired", message),
             E::RefreshTokenReused => ApiError::unauthorized("refresh_token_reused", message),
@@ -206,10 +218,16 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
         let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(json["error"]["code"], "too_many_attempts");
-        assert!(json["error"]["message"].as_str().is_some_and(|m| m.contains("try again")));
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("try again"))
+        );
 
         let response = ApiError::from(AccountError::InvalidCredentials).into_response();
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
@@ -219,7 +237,9 @@ mod tests {
     async fn internal_causes_are_not_sent() {
         let response = ApiError::internal(anyhow::anyhow!("secret connection string")).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
     }
 }

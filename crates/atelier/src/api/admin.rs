@@ -54,9 +54,18 @@ pub struct LoginCounts {
 #[utoipa::path(get, path = "/admin/stats", tag = "admin", security(("bearer" = [])), responses(
     (status = 200, description = "Statistics", body = StatsResponse),
     (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
-pub async fn get_stats(State(state): State<AppState>, _admin: AdminUser) -> Result<Json<StatsResponse>, ApiError> {
+pub async fn get_stats(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<Json<StatsResponse>, ApiError> {
     let stats = state.admin.stats().await?;
-    let count = |role: Role| stats.users_by_role.iter().find(|(r, _)| *r == role).map_or(0, |(_, n)| *n);
+    let count = |role: Role| {
+        stats
+            .users_by_role
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map_or(0, |(_, n)| *n)
+    };
     let t = stats.refresh_tokens;
     Ok(Json(StatsResponse {
         users: UserCounts {
@@ -95,7 +104,10 @@ pub struct DbHealthResponse {
     (status = 200, description = "The database answers", body = DbHealthResponse),
     (status = 503, description = "The database does not answer", body = DbHealthResponse),
     (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
-pub async fn get_db_health(State(state): State<AppState>, _admin: AdminUser) -> (StatusCode, Json<DbHealthResponse>) {
+pub async fn get_db_health(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> (StatusCode, Json<DbHealthResponse>) {
     let health = state.admin.db_health().await;
     let (status, label) = match &health.error {
         None => (StatusCode::OK, "ok"),

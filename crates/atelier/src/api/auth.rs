@@ -73,7 +73,10 @@ pub async fn register(
     ClientOrigin(origin): ClientOrigin,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let user = state.accounts.register(&body.email, &body.password, &origin).await?;
+    let user = state
+        .accounts
+        .register(&body.email, &body.password, &origin)
+        .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 

@@ -30,19 +30,26 @@ pub fn routes(openapi_json: String) -> Router<AppState> {
             }),
         )
         .route("/docs", get(|| async { page() }))
-        .route("/docs/init.js", get(|| async { asset("text/javascript; charset=utf-8", INIT_JS) }))
+        .route(
+            "/docs/init.js",
+            get(|| async { asset("text/javascript; charset=utf-8", INIT_JS) }),
+        )
         .route(
             "/docs/swagger-ui-bundle.js",
             get(|| async { asset("text/javascript; charset=utf-8", SWAGGER_JS) }),
         )
-        .route("/docs/swagger-ui.css", get(|| async { asset("text/css; charset=utf-8", SWAGGER_CSS) }))
+        .route(
+            "/docs/swagger-ui.css",
+            get(|| async { asset("text/css; charset=utf-8", SWAGGER_CSS) }),
+        )
 }
 
 fn page() -> Response {
     let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP));
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    );
     response
 }
 

@@ -22,7 +22,10 @@ const MAX_PAGE: u32 = 100;
 #[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])), responses(
     (status = 200, description = "Your account", body = UserResponse),
     (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody)))]
-pub async fn get_me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<UserResponse>, ApiError> {
+pub async fn get_me(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> Result<Json<UserResponse>, ApiError> {
     Ok(Json(state.accounts.me(me.user_id).await?.into()))
 }
 
@@ -132,7 +135,10 @@ pub async fn delete_user(
     ClientOrigin(origin): ClientOrigin,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.delete_user(Some(admin.user_id), id, &origin).await?;
+    state
+        .accounts
+        .delete_user(Some(admin.user_id), id, &origin)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -33,10 +33,12 @@ pub struct Claims {
 impl Claims {
     /// Milliseconds since the epoch at which the token was issued.
     pub fn issued_at_ms(&self) -> i64 {
-        self.jti.get_timestamp().map_or(self.iat.saturating_mul(1000), |ts| {
-            let (secs, nanos) = ts.to_unix();
-            i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000) + i64::from(nanos / 1_000_000)
-        })
+        self.jti
+            .get_timestamp()
+            .map_or(self.iat.saturating_mul(1000), |ts| {
+                let (secs, nanos) = ts.to_unix();
+                i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000) + i64::from(nanos / 1_000_000)
+            })
     }
 }
 
@@ -128,7 +130,13 @@ mod tests {
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn tokens() -> AccessTokens {
-        AccessTokens::new(KEY, Duration::from_secs(300), Duration::from_secs(5), "atelier", "atelier")
+        AccessTokens::new(
+            KEY,
+            Duration::from_secs(300),
+            Duration::from_secs(5),
+            "atelier",
+            "atelier",
+        )
     }
 
     fn sign(claims: &serde_json::Value, alg: Algorithm, key: &[u8]) -> String {
@@ -160,9 +168,16 @@ mod tests {
         let issued = t.issue(user, Role::Admin, session).expect("issue");
         assert_eq!(issued.expires_in, 300);
         let claims = t.verify(&issued.token).expect("valid");
-        assert_eq!((claims.sub, claims.role, claims.sid), (user, Role::Admin, session));
+        assert_eq!(
+            (claims.sub, claims.role, claims.sid),
+            (user, Role::Admin, session)
+        );
         let ms = claims.issued_at_ms();
-        assert!((ms / 1000 - claims.iat).abs() <= 1, "jti time {ms} vs iat {}", claims.iat);
+        assert!(
+            (ms / 1000 - claims.iat).abs() <= 1,
+            "jti time {ms} vs iat {}",
+            claims.iat
+        );
     }
 
     #[test]
@@ -170,14 +185,66 @@ mod tests {
         let t = tokens();
         let now = Utc::now().timestamp();
         let cases = [
-            ("wrong key", sign(&claims_json(serde_json::json!({})), Algorithm::HS256, b"another-key-another-key-another-k")),
-            ("HS512", sign(&claims_json(serde_json::json!({})), Algorithm::HS512, KEY)),
-            ("issuer", sign(&claims_json(serde_json::json!({"iss": "evil"})), Algorithm::HS256, KEY)),
-            ("audience", sign(&claims_json(serde_json::json!({"aud": "other"})), Algorithm::HS256, KEY)),
-            ("no jti", sign(&claims_json(serde_json::json!({"jti": null})), Algorithm::HS256, KEY)),
-            ("no iat", sign(&claims_json(serde_json::json!({"iat": null})), Algorithm::HS256, KEY)),
-            ("no sub", sign(&claims_json(serde_json::json!({"sub": null})), Algorithm::HS256, KEY)),
-            ("no exp", sign(&claims_json(serde_json::json!({"exp": null})), Algorithm::HS256, KEY)),
+            (
+                "wrong key",
+                sign(
+                    &claims_json(serde_json::json!({})),
+                    Algorithm::HS256,
+                    b"another-key-another-key-another-k",
+                ),
+            ),
+            (
+                "HS512",
+                sign(&claims_json(serde_json::json!({})), Algorithm::HS512, KEY),
+            ),
+            (
+                "issuer",
+                sign(
+                    &claims_json(serde_json::json!({"iss": "evil"})),
+                    Algorithm::HS256,
+                    KEY,
+                ),
+            ),
+            (
+                "audience",
+                sign(
+                    &claims_json(serde_json::json!({"aud": "other"})),
+                    Algorithm::HS256,
+                    KEY,
+                ),
+            ),
+            (
+                "no jti",
+                sign(
+                    &claims_json(serde_json::json!({"jti": null})),
+                    Algorithm::HS256,
+                    KEY,
+                ),
+            ),
+            (
+                "no iat",
+                sign(
+                    &claims_json(serde_json::json!({"iat": null})),
+                    Algorithm::HS256,
+                    KEY,
+                ),
+            ),
+            (
+                "no sub",
+                sign(
+                    &claims_json(serde_json::json!({"sub": null})),
+                    Algorithm::HS256,
+                    KEY,
+                ),
+            ),
+            (
+                "no exp",
+                sign(
+                    &claims_json(serde_json::json!({"exp": null})),
+                    Algorithm::HS256,
+                    KEY,
+                ),
+            ),
         ];
         for (name, token) in cases {
             assert_eq!(t.verify(&token), Err(TokenError::Invalid), "{name}");
@@ -189,8 +256,15 @@ mod tests {
             KEY,
         );
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));
-        let within_leeway = sign(&claims_json(serde_json::json!({"exp": now - 2})), Algorithm::HS256, KEY);
-        assert!(t.verify(&within_leeway).is_ok(), "2 s past expiry is inside the 5 s leeway");
+        let within_leeway = sign(
+            &claims_json(serde_json::json!({"exp": now - 2})),
+            Algorithm::HS256,
+            KEY,
+        );
+        assert!(
+            t.verify(&within_leeway).is_ok(),
+            "2 s past expiry is inside the 5 s leeway"
+        );
 
         // alg "none" with no signature.
         let header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -198,7 +272,10 @@ mod tests {
         assert_eq!(t.verify(&format!("{header}.{body}.")), Err(TokenError::Invalid));
 
         // A valid token with one byte of its signature changed.
-        let good = t.issue(Uuid::now_v7(), Role::User, Uuid::now_v7()).expect("issue").token;
+        let good = t
+            .issue(Uuid::now_v7(), Role::User, Uuid::now_v7())
+            .expect("issue")
+            .token;
         let mut bytes = good.into_bytes();
         let last = bytes.len() - 2;
         bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
@@ -206,6 +283,9 @@ mod tests {
         assert_eq!(t.verify(&tampered), Err(TokenError::Invalid));
 
         // A refresh token is not a JWT at all.
-        assert_eq!(t.verify(&super::super::refresh::generate().0), Err(TokenError::Invalid));
+        assert_eq!(
+            t.verify(&super::super::refresh::generate().0),
+            Err(TokenError::Invalid)
+        );
     }
 }

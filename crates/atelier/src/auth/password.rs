@@ -36,7 +36,12 @@ struct Inner {
 impl PasswordHasher {
     /// Builds the hasher; computes the dummy hash, so call it from a blocking context
     /// or accept one hash's worth of start-up time.
-    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32, concurrency: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
@@ -59,7 +64,8 @@ impl PasswordHasher {
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
         let inner = Arc::clone(&self.inner);
-        self.limited(move || hash_with(&inner.argon2, password.as_bytes())).await
+        self.limited(move || hash_with(&inner.argon2, password.as_bytes()))
+            .await
     }
 
     /// Verifies `password` against `stored`, or against the dummy hash when there is no
@@ -71,7 +77,8 @@ impl PasswordHasher {
                 Some(hash) => (hash.as_str(), true),
                 None => (inner.dummy_hash.as_str(), false),
             };
-            let parsed = PasswordHash::new(phc).map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
+            let parsed = PasswordHash::new(phc)
+                .map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
             let matches = inner.argon2.verify_password(password.as_bytes(), &parsed).is_ok() && real;
             Ok(Verified {
                 matches,
@@ -86,8 +93,15 @@ impl PasswordHasher {
         T: Send + 'static,
         F: FnOnce() -> anyhow::Result<T> + Send + 'static,
     {
-        let _permit = self.inner.permits.acquire().await.context("password hasher closed")?;
-        tokio::task::spawn_blocking(f).await.context("password hashing task failed")?
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .context("password hasher closed")?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .context("password hashing task failed")?
     }
 }
 
@@ -122,15 +136,45 @@ mod tests {
         let hash = hasher.hash("correct horse battery".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
 
-        let ok = hasher.verify("correct horse battery".into(), Some(hash.clone())).await.expect("verify");
-        assert_eq!(ok, Verified { matches: true, needs_rehash: false });
-        let wrong = hasher.verify("wrong horse battery".into(), Some(hash.clone())).await.expect("verify");
+        let ok = hasher
+            .verify("correct horse battery".into(), Some(hash.clone()))
+            .await
+            .expect("verify");
+        assert_eq!(
+            ok,
+            Verified {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let wrong = hasher
+            .verify("wrong horse battery".into(), Some(hash.clone()))
+            .await
+            .expect("verify");
         assert!(!wrong.matches);
-        let absent = hasher.verify("correct horse battery".into(), None).await.expect("verify");
-        assert_eq!(absent, Verified { matches: false, needs_rehash: false });
+        let absent = hasher
+            .verify("correct horse battery".into(), None)
+            .await
+            .expect("verify");
+        assert_eq!(
+            absent,
+            Verified {
+                matches: false,
+                needs_rehash: false
+            }
+        );
 
         let stronger = PasswordHasher::new(19_456, 3, 1, 2).expect("hasher");
-        let upgrade = stronger.verify("correct horse battery".into(), Some(hash)).await.expect("verify");
-        assert_eq!(upgrade, Verified { matches: true, needs_rehash: true });
+        let upgrade = stronger
+            .verify("correct horse battery".into(), Some(hash))
+            .await
+            .expect("verify");
+        assert_eq!(
+            upgrade,
+            Verified {
+                matches: true,
+                needs_rehash: true
+            }
+        );
     }
 }

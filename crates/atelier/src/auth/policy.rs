@@ -26,7 +26,9 @@ pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
     if local.is_empty() || local.len() > 64 || domain.contains('@') {
         return Err("email address has an invalid part before the @");
     }
-    if local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
+    if local
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
         || local.starts_with('.')
         || local.ends_with('.')
         || local.contains("..")
@@ -52,10 +54,14 @@ pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
 pub fn check_new_password(password: &str, context: &[&str]) -> Result<(), String> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
-        return Err(format!("password must have at least {MIN_PASSWORD_CHARS} characters"));
+        return Err(format!(
+            "password must have at least {MIN_PASSWORD_CHARS} characters"
+        ));
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err(format!("password must have at most {MAX_PASSWORD_CHARS} characters"));
+        return Err(format!(
+            "password must have at most {MAX_PASSWORD_CHARS} characters"
+        ));
     }
     let estimate = zxcvbn::zxcvbn(password, context);
     if estimate.score() < Score::Three {
@@ -88,23 +94,61 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Ada.Lovelace@Example.COM "), Ok("ada.lovelace@example.com".into()));
-        assert_eq!(normalize_email("a+tag@sub.example.org"), Ok("a+tag@sub.example.org".into()));
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a@@b.com", "a b@c.com", "a@-b.com", "a@b..com", ".a@b.com"] {
+        assert_eq!(
+            normalize_email("  Ada.Lovelace@Example.COM "),
+            Ok("ada.lovelace@example.com".into())
+        );
+        assert_eq!(
+            normalize_email("a+tag@sub.example.org"),
+            Ok("a+tag@sub.example.org".into())
+        );
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "a@-b.com",
+            "a@b..com",
+            ".a@b.com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn passwords_need_length_and_unpredictability() {
-        assert!(check_new_password("short", &[]).unwrap_err().contains("at least 12"));
-        assert!(check_new_password(&"x".repeat(129), &[]).unwrap_err().contains("at most 128"));
-        for weak in ["password1234", "qwertyuiopas", "aaaaaaaaaaaa", "123456789012", "iloveyou1234"] {
+        assert!(
+            check_new_password("short", &[])
+                .unwrap_err()
+                .contains("at least 12")
+        );
+        assert!(
+            check_new_password(&"x".repeat(129), &[])
+                .unwrap_err()
+                .contains("at most 128")
+        );
+        for weak in [
+            "password1234",
+            "qwertyuiopas",
+            "aaaaaaaaaaaa",
+            "123456789012",
+            "iloveyou1234",
+        ] {
             assert!(check_new_password(weak, &[]).is_err(), "{weak} should be refused");
         }
         let ctx = email_context("margaret.hamilton@example.com");
-        assert!(check_new_password("margarethamilton", &ctx).is_err(), "built from the email");
-        for strong in ["correct horse battery staple", "velvet-otter-quantum-42", "Tr0ub4dor&3-lamp-fig"] {
+        assert!(
+            check_new_password("margarethamilton", &ctx).is_err(),
+            "built from the email"
+        );
+        for strong in [
+            "correct horse battery staple",
+            "velvet-otter-quantum-42",
+            "Tr0ub4dor&3-lamp-fig",
+        ] {
             assert_eq!(check_new_password(strong, &[]), Ok(()), "{strong}");
         }
         // No composition rules: a long lowercase passphrase is fine.

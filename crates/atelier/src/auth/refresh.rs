@@ -23,7 +23,9 @@ fn hash(token: &str) -> TokenHash {
 /// The hash of a presented token, or `None` when it cannot be one of ours.
 pub fn hash_presented(token: &str) -> Option<TokenHash> {
     let well_formed = token.len() == ENCODED_LEN
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then(|| hash(token))
 }
 

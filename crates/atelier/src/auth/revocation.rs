@@ -50,7 +50,7 @@ impl Revocations {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn known_users(&self) -> usize {
         self.users.read().len()
     }
 
@@ -114,7 +114,11 @@ mod tests {
     }
 
     fn state(user: Uuid, role: Role, after: DateTime<Utc>) -> AuthState {
-        AuthState { user_id: user, role, tokens_valid_after: after }
+        AuthState {
+            user_id: user,
+            role,
+            tokens_valid_after: after,
+        }
     }
 
     #[test]
@@ -130,14 +134,25 @@ mod tests {
 
         std::thread::sleep(std::time::Duration::from_millis(2));
         cache.upsert(&state(user, Role::Admin, Utc::now()));
-        assert_eq!(cache.check(&old), Standing::Revoked, "issued before the role change");
+        assert_eq!(
+            cache.check(&old),
+            Standing::Revoked,
+            "issued before the role change"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
         let fresh = claims(user, session);
-        assert_eq!(cache.check(&fresh), Standing::Valid(Role::Admin), "issued after it");
+        assert_eq!(
+            cache.check(&fresh),
+            Standing::Valid(Role::Admin),
+            "issued after it"
+        );
 
         cache.end_session(session, 300_000);
         assert_eq!(cache.check(&fresh), Standing::Revoked, "session ended");
-        assert_eq!(cache.check(&claims(user, Uuid::now_v7())), Standing::Valid(Role::Admin));
+        assert_eq!(
+            cache.check(&claims(user, Uuid::now_v7())),
+            Standing::Valid(Role::Admin)
+        );
 
         cache.remove_user(user);
         assert_eq!(cache.check(&fresh), Standing::UnknownUser);

@@ -104,7 +104,9 @@ impl LoginThrottle {
             .base_delay
             .saturating_mul(2u32.saturating_pow(over.saturating_sub(1).min(31)))
             .min(self.policy.max_delay);
-        delay.checked_sub(now.duration_since(f.last)).filter(|d| !d.is_zero())
+        delay
+            .checked_sub(now.duration_since(f.last))
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -134,14 +136,29 @@ mod tests {
         let mut expected = Duration::from_secs(1);
         for _ in 0..8 {
             t.record_failure_at("a@x.io", ip, start);
-            assert_eq!(t.wait_at("a@x.io", None, start), Some(expected.min(Duration::from_secs(60))));
+            assert_eq!(
+                t.wait_at("a@x.io", None, start),
+                Some(expected.min(Duration::from_secs(60)))
+            );
             expected *= 2;
         }
-        assert_eq!(t.wait_at("a@x.io", None, start), Some(Duration::from_secs(60)), "capped");
+        assert_eq!(
+            t.wait_at("a@x.io", None, start),
+            Some(Duration::from_secs(60)),
+            "capped"
+        );
         let later = start + Duration::from_secs(61);
-        assert_eq!(t.wait_at("a@x.io", None, later), None, "never a permanent lockout");
+        assert_eq!(
+            t.wait_at("a@x.io", None, later),
+            None,
+            "never a permanent lockout"
+        );
         t.record_failure_at("a@x.io", None, later);
-        assert_eq!(t.wait_at("a@x.io", None, later), None, "a quiet spell reset the count");
+        assert_eq!(
+            t.wait_at("a@x.io", None, later),
+            None,
+            "a quiet spell reset the count"
+        );
     }
 
     #[test]

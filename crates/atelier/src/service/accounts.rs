@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_store::{
-    AuthState, NewSession, NewUser, Role, RotateOutcome, Rotation, Store, StoreError, User,
-    UserPage, UserQuery,
+    AuthState, NewSession, NewUser, Role, RotateOutcome, Rotation, Store, StoreError, User, UserPage,
+    UserQuery,
 };
 use chrono::Utc;
 use serde_json::json;
@@ -154,7 +154,7 @@ impl Accounts {
 
     /// Number of users the revocation cache knows.
     pub fn cached_users(&self) -> usize {
-        self.revocations.len()
+        self.revocations.known_users()
     }
 
     // ---- registration and creation ----
@@ -176,8 +176,7 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<User> {
         let email = policy::normalize_email(email).map_err(AccountError::InvalidEmail)?;
-        policy::check_new_password(password, &email_context(&email))
-            .map_err(AccountError::WeakPassword)?;
+        policy::check_new_password(password, &email_context(&email)).map_err(AccountError::WeakPassword)?;
         if self.store.credentials_by_email(&email).await?.is_some() {
             // Checked before hashing so a taken address costs no hash; the store
             // still refuses a duplicate that races past this check.
@@ -214,7 +213,10 @@ impl Accounts {
         if self.store.credentials_by_email(&normalized).await?.is_some() {
             return Ok(Bootstrap::AlreadyExists);
         }
-        match self.create_user(&normalized, password, Role::Admin, None, &Origin::cli()).await {
+        match self
+            .create_user(&normalized, password, Role::Admin, None, &Origin::cli())
+            .await
+        {
             Ok(_) => Ok(Bootstrap::Created),
             // Another instance created it in the meantime.
             Err(AccountError::EmailTaken) => Ok(Bootstrap::AlreadyExists),
@@ -368,7 +370,8 @@ impl Accounts {
     fn end_session(&self, family_id: Uuid) {
         let ttl_ms = i64::try_from(self.tokens.ttl().as_millis()).unwrap_or(i64::MAX);
         // Plus the largest leeway a verifier may grant.
-        self.revocations.end_session(family_id, ttl_ms.saturating_add(30_000));
+        self.revocations
+            .end_session(family_id, ttl_ms.saturating_add(30_000));
     }
 
     /// Checks an access token: signature and claims, then revocation in memory. Only
@@ -404,7 +407,10 @@ impl Accounts {
     // ---- one's own account ----
 
     pub async fn me(&self, user_id: Uuid) -> Result<User> {
-        self.store.user_by_id(user_id).await?.ok_or(AccountError::UserNotFound)
+        self.store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AccountError::UserNotFound)
     }
 
     /// Changes email and/or password after checking the current password. A password
@@ -414,7 +420,11 @@ impl Accounts {
         if change.email.is_none() && change.new_password.is_none() {
             return Err(AccountError::NothingToChange);
         }
-        let creds = self.store.credentials_by_id(who.user_id).await?.ok_or(AccountError::UserNotFound)?;
+        let creds = self
+            .store
+            .credentials_by_id(who.user_id)
+            .await?
+            .ok_or(AccountError::UserNotFound)?;
         let new_email = change
             .email
             .as_deref()
@@ -443,7 +453,10 @@ impl Accounts {
 
         let mut user = creds.user;
         if let Some(email) = new_email.filter(|e| *e != user.email) {
-            let old = std::mem::replace(&mut user, self.store.update_email(who.user_id, &email, Utc::now()).await?);
+            let old = std::mem::replace(
+                &mut user,
+                self.store.update_email(who.user_id, &email, Utc::now()).await?,
+            );
             self.audit
                 .record(Entry {
                     event: Event::EmailChanged,

@@ -49,7 +49,12 @@ impl AdminService {
         // Every role appears, with 0 where nobody has it.
         let users_by_role = Role::ALL
             .iter()
-            .map(|role| (*role, users.iter().find(|(r, _)| r == role).map_or(0, |(_, n)| *n)))
+            .map(|role| {
+                (
+                    *role,
+                    users.iter().find(|(r, _)| r == role).map_or(0, |(_, n)| *n),
+                )
+            })
             .collect();
         Ok(Stats {
             users_by_role,

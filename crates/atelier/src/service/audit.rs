@@ -65,7 +65,13 @@ impl Audit {
     /// Logs and stores the entry. A failure to store is logged, not returned: the
     /// action it describes has already happened.
     pub async fn record(&self, entry: Entry<'_>) {
-        let Entry { event, user_id, actor_id, origin, details } = entry;
+        let Entry {
+            event,
+            user_id,
+            actor_id,
+            origin,
+            details,
+        } = entry;
         let ip = origin.ip.map(|ip| ip.to_string());
         tracing::info!(
             target: "audit",

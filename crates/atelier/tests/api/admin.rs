@@ -11,18 +11,34 @@ async fn stats_count_users_tokens_and_logins() {
     let admin = app.admin().await;
     let user = app.user().await;
     app.user().await;
-    app.login(&user.email, "wrong wrong wrong").await.expect(StatusCode::UNAUTHORIZED);
-    app.login("ghost@example.com", "wrong wrong wrong").await.expect(StatusCode::UNAUTHORIZED);
+    app.login(&user.email, "wrong wrong wrong")
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    app.login("ghost@example.com", "wrong wrong wrong")
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
     app.refresh(&user.refresh).await.expect(StatusCode::OK);
     let extra = app.sign_in(&user.email, &user.password).await;
-    app.post("/auth/logout", None, json!({"refresh_token": extra.refresh})).await.expect(StatusCode::NO_CONTENT);
+    app.post("/auth/logout", None, json!({"refresh_token": extra.refresh}))
+        .await
+        .expect(StatusCode::NO_CONTENT);
 
-    let stats = app.get("/admin/stats", Some(&admin.access)).await.expect(StatusCode::OK).body;
-    assert_eq!(stats["users"], json!({"total": 3, "by_role": {"user": 2, "admin": 1}}));
+    let stats = app
+        .get("/admin/stats", Some(&admin.access))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(
+        stats["users"],
+        json!({"total": 3, "by_role": {"user": 2, "admin": 1}})
+    );
     // Logins: admin, two users, the extra session; failures: two.
     assert_eq!(stats["logins_24h"], json!({"succeeded": 4, "failed": 2}));
     // Active: admin, user's rotated successor, second user. Rotated: user's first. Revoked: the extra.
-    assert_eq!(stats["refresh_tokens"], json!({"active": 3, "expired": 0, "revoked": 1, "rotated": 1}));
+    assert_eq!(
+        stats["refresh_tokens"],
+        json!({"active": 3, "expired": 0, "revoked": 1, "rotated": 1})
+    );
 }
 
 #[tokio::test]
@@ -30,13 +46,25 @@ async fn purge_removes_revoked_tokens() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     let user = app.user().await;
-    app.post("/auth/logout", None, json!({"refresh_token": user.refresh})).await.expect(StatusCode::NO_CONTENT);
+    app.post("/auth/logout", None, json!({"refresh_token": user.refresh}))
+        .await
+        .expect(StatusCode::NO_CONTENT);
 
-    let purged = app.post("/admin/tokens/purge", Some(&admin.access), json!({})).await.expect(StatusCode::OK);
+    let purged = app
+        .post("/admin/tokens/purge", Some(&admin.access), json!({}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(purged.body, json!({"purged": 1}));
-    let again = app.post("/admin/tokens/purge", Some(&admin.access), json!({})).await.expect(StatusCode::OK);
+    let again = app
+        .post("/admin/tokens/purge", Some(&admin.access), json!({}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(again.body, json!({"purged": 0}));
-    let stats = app.get("/admin/stats", Some(&admin.access)).await.expect(StatusCode::OK).body;
+    let stats = app
+        .get("/admin/stats", Some(&admin.access))
+        .await
+        .expect(StatusCode::OK)
+        .body;
     assert_eq!(stats["refresh_tokens"]["revoked"], 0);
     assert_eq!(stats["refresh_tokens"]["active"], 1, "the admin's session stays");
 }
@@ -45,32 +73,63 @@ async fn purge_removes_revoked_tokens() {
 async fn database_health_and_probes() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
-    let health = app.get("/admin/health/db", Some(&admin.access)).await.expect(StatusCode::OK).body;
+    let health = app
+        .get("/admin/health/db", Some(&admin.access))
+        .await
+        .expect(StatusCode::OK)
+        .body;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["backend"], "duckdb");
-    assert!(health["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0 && ms < 5_000.0), "{health}");
+    assert!(
+        health["latency_ms"]
+            .as_f64()
+            .is_some_and(|ms| (0.0..5_000.0).contains(&ms)),
+        "{health}"
+    );
 
-    assert_eq!(app.get("/healthz", None).await.expect(StatusCode::OK).body, json!({"status": "ok"}));
-    assert_eq!(app.get("/readyz", None).await.expect(StatusCode::OK).body, json!({"status": "ready"}));
+    assert_eq!(
+        app.get("/healthz", None).await.expect(StatusCode::OK).body,
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        app.get("/readyz", None).await.expect(StatusCode::OK).body,
+        json!({"status": "ready"})
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn().await;
-    app.get("/nope", None).await.expect_error(StatusCode::NOT_FOUND, "not_found");
-    app.get("/auth/login", None).await.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    app.get("/nope", None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    app.get("/auth/login", None)
+        .await
+        .expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
-    let reply = app.client.get(app.url("/healthz")).header("x-request-id", "trace-abc-123").send().await.expect("sent");
+    let reply = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(reply.headers()["x-request-id"], "trace-abc-123");
     let reply = app.client.get(app.url("/healthz")).send().await.expect("sent");
     let generated = reply.headers()["x-request-id"].to_str().expect("text");
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
     // An unprintable id is replaced, not echoed into logs and headers.
-    let reply = app.client.get(app.url("/healthz")).header("x-request-id", "a\tb").send().await.expect("sent");
+    let reply = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "a\tb")
+        .send()
+        .await
+        .expect("sent");
     assert_ne!(reply.headers()["x-request-id"], "a\tb");
 }
 
@@ -81,10 +140,15 @@ async fn users_and_sessions_survive_a_restart() {
     let app = app.restart().await;
 
     // The access token still verifies (same signing key) and the session still refreshes.
-    let me = app.get("/users/me", Some(&user.access)).await.expect(StatusCode::OK);
+    let me = app
+        .get("/users/me", Some(&user.access))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(me.body["email"], user.email.as_str());
     app.refresh(&user.refresh).await.expect(StatusCode::OK);
-    app.login(&user.email, &user.password).await.expect(StatusCode::OK);
+    app.login(&user.email, &user.password)
+        .await
+        .expect(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -92,7 +156,9 @@ async fn a_generated_signing_key_is_kept_across_restarts() {
     let app = TestApp::spawn_with(|s| s.jwt_secret = None).await;
     let user = app.user().await;
     let app = app.restart().await;
-    app.get("/users/me", Some(&user.access)).await.expect(StatusCode::OK);
+    app.get("/users/me", Some(&user.access))
+        .await
+        .expect(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -100,9 +166,15 @@ async fn revocations_survive_a_restart() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     let user = app.user().await;
-    app.put(&format!("/users/{}/role", user.id), Some(&admin.access), json!({"role": "admin"}))
-        .await
-        .expect(StatusCode::OK);
+    app.put(
+        &format!("/users/{}/role", user.id),
+        Some(&admin.access),
+        json!({"role": "admin"}),
+    )
+    .await
+    .expect(StatusCode::OK);
     let app = app.restart().await;
-    app.get("/users/me", Some(&user.access)).await.expect_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    app.get("/users/me", Some(&user.access))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "token_revoked");
 }

@@ -15,11 +15,18 @@ const STRONG: &str = "correct horse battery staple";
 #[tokio::test]
 async fn register_creates_a_user_with_a_normalised_email() {
     let app = TestApp::spawn().await;
-    let reply = app.register("  Ada.Lovelace@Example.COM ", STRONG).await.expect(StatusCode::CREATED);
+    let reply = app
+        .register("  Ada.Lovelace@Example.COM ", STRONG)
+        .await
+        .expect(StatusCode::CREATED);
     let body = reply.body.as_object().expect("object");
     let mut keys: Vec<_> = body.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["created_at", "email", "id", "role"], "no password or hash in the answer");
+    assert_eq!(
+        keys,
+        ["created_at", "email", "id", "role"],
+        "no password or hash in the answer"
+    );
     assert_eq!(body["email"], "ada.lovelace@example.com");
     assert_eq!(body["role"], "user");
     assert!(uuid::Uuid::parse_str(body["id"].as_str().expect("id")).is_ok());
@@ -31,16 +38,34 @@ async fn register_creates_a_user_with_a_normalised_email() {
 #[tokio::test]
 async fn register_refuses_bad_input_with_clear_codes() {
     let app = TestApp::spawn().await;
-    app.register("not-an-email", STRONG).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_email");
-    app.register("a@example.com", "short").await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "weak_password");
-    app.register("a@example.com", "password1234").await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "weak_password");
-    app.register("a@example.com", &"long enough ".repeat(11)).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "weak_password");
+    app.register("not-an-email", STRONG)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_email");
+    app.register("a@example.com", "short")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "weak_password");
+    app.register("a@example.com", "password1234")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "weak_password");
+    app.register("a@example.com", &"long enough ".repeat(11))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "weak_password");
 
     let unknown = app
-        .post("/auth/register", None, json!({"email": "a@example.com", "password": STRONG, "role": "admin"}))
+        .post(
+            "/auth/register",
+            None,
+            json!({"email": "a@example.com", "password": STRONG, "role": "admin"}),
+        )
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
-    assert!(unknown.body["error"]["message"].as_str().is_some_and(|m| m.contains("role")), "{}", unknown.text);
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("role")),
+        "{}",
+        unknown.text
+    );
     let missing = app
         .post("/auth/register", None, json!({"email": "a@example.com"}))
         .await
@@ -54,12 +79,21 @@ async fn register_refuses_bad_input_with_clear_codes() {
         }
         req
     };
-    let reply = crate::helpers::read(raw("{\"email\": ", Some("application/json")).send().await.expect("sent")).await;
+    let reply = crate::helpers::read(
+        raw("{\"email\": ", Some("application/json"))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
     reply.expect_error(StatusCode::BAD_REQUEST, "malformed_json");
     let reply = crate::helpers::read(raw("{}", None).send().await.expect("sent")).await;
     reply.expect_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
 
-    let huge = format!("{{\"email\": \"a@example.com\", \"password\": \"{}\"}}", "x".repeat(1024 * 1024));
+    let huge = format!(
+        "{{\"email\": \"a@example.com\", \"password\": \"{}\"}}",
+        "x".repeat(1024 * 1024)
+    );
     let reply = app
         .client
         .post(app.url("/auth/register"))
@@ -68,30 +102,43 @@ async fn register_refuses_bad_input_with_clear_codes() {
         .send()
         .await
         .expect("sent");
-    crate::helpers::read(reply).await.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    crate::helpers::read(reply)
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 
     // None of that created anything.
     let admin = app.admin().await;
-    let stats = app.get("/admin/stats", Some(&admin.access)).await.expect(StatusCode::OK);
+    let stats = app
+        .get("/admin/stats", Some(&admin.access))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(stats.body["users"]["total"], 1);
 }
 
 #[tokio::test]
 async fn closed_registration_is_refused() {
     let app = TestApp::spawn_with(|s| s.registration = Registration::Closed).await;
-    app.register("a@example.com", STRONG).await.expect_error(StatusCode::FORBIDDEN, "registration_closed");
+    app.register("a@example.com", STRONG)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "registration_closed");
 }
 
 #[tokio::test]
 async fn login_returns_a_working_token_pair() {
     let app = TestApp::spawn().await;
-    app.register("b@example.com", STRONG).await.expect(StatusCode::CREATED);
+    app.register("b@example.com", STRONG)
+        .await
+        .expect(StatusCode::CREATED);
     let reply = app.login(" B@Example.com", STRONG).await.expect(StatusCode::OK);
     assert_eq!(reply.body["token_type"], "bearer");
     assert_eq!(reply.body["expires_in"], 300);
     let access = reply.body["access_token"].as_str().expect("access");
     assert_eq!(access.split('.').count(), 3, "a JWT");
-    assert!(reply.body["refresh_token"].as_str().is_some_and(|r| r.len() == 43));
+    assert!(
+        reply.body["refresh_token"]
+            .as_str()
+            .is_some_and(|r| r.len() == 43)
+    );
 
     let me = app.get("/users/me", Some(access)).await.expect(StatusCode::OK);
     assert_eq!(me.body["email"], "b@example.com");
@@ -100,12 +147,18 @@ async fn login_returns_a_working_token_pair() {
 #[tokio::test]
 async fn unknown_email_and_wrong_password_look_the_same() {
     let app = TestApp::spawn().await;
-    app.register("c@example.com", STRONG).await.expect(StatusCode::CREATED);
+    app.register("c@example.com", STRONG)
+        .await
+        .expect(StatusCode::CREATED);
     let wrong = app.login("c@example.com", "not the password at all").await;
     let unknown = app.login("nobody@example.com", "not the password at all").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.code(), "invalid_credentials");
-    assert_eq!((wrong.status, &wrong.text), (unknown.status, &unknown.text), "same status and body");
+    assert_eq!(
+        (wrong.status, &wrong.text),
+        (unknown.status, &unknown.text),
+        "same status and body"
+    );
     let header_names = |r: &crate::helpers::Reply| {
         let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
         names.sort();
@@ -117,16 +170,29 @@ async fn unknown_email_and_wrong_password_look_the_same() {
 #[tokio::test]
 async fn failed_logins_back_off_per_account_and_recover() {
     let app = TestApp::spawn().await;
-    app.register("d@example.com", STRONG).await.expect(StatusCode::CREATED);
+    app.register("d@example.com", STRONG)
+        .await
+        .expect(StatusCode::CREATED);
     // Five free failures, then the sixth starts a 1 s delay.
     for _ in 0..6 {
-        app.login("d@example.com", "wrong wrong wrong").await.expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+        app.login("d@example.com", "wrong wrong wrong")
+            .await
+            .expect_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
     }
-    let throttled = app.login("d@example.com", STRONG).await.expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
-    let retry_after: u64 = throttled.headers["retry-after"].to_str().expect("text").parse().expect("seconds");
+    let throttled = app
+        .login("d@example.com", STRONG)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
+    let retry_after: u64 = throttled.headers["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
     assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
     // Other accounts are not affected.
-    app.register("e@example.com", STRONG).await.expect(StatusCode::CREATED);
+    app.register("e@example.com", STRONG)
+        .await
+        .expect(StatusCode::CREATED);
     app.login("e@example.com", STRONG).await.expect(StatusCode::OK);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -140,11 +206,17 @@ async fn failed_logins_back_off_per_client_address() {
         s.auth.backoff_account_free_failures = 100;
     })
     .await;
-    app.register("f@example.com", STRONG).await.expect(StatusCode::CREATED);
+    app.register("f@example.com", STRONG)
+        .await
+        .expect(StatusCode::CREATED);
     for i in 0..4 {
-        app.login(&format!("spray{i}@example.com"), "guess guess guess").await.expect(StatusCode::UNAUTHORIZED);
+        app.login(&format!("spray{i}@example.com"), "guess guess guess")
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
     }
-    app.login("f@example.com", STRONG).await.expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
+    app.login("f@example.com", STRONG)
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts");
 }
 
 #[tokio::test]
@@ -152,12 +224,19 @@ async fn refresh_rotates_the_pair() {
     let app = TestApp::spawn().await;
     let user = app.user().await;
     let next = app.refresh(&user.refresh).await.expect(StatusCode::OK);
-    let (access, refresh) = (next.body["access_token"].as_str().expect("a"), next.body["refresh_token"].as_str().expect("r"));
+    let (access, refresh) = (
+        next.body["access_token"].as_str().expect("a"),
+        next.body["refresh_token"].as_str().expect("r"),
+    );
     assert_ne!(refresh, user.refresh);
     app.get("/users/me", Some(access)).await.expect(StatusCode::OK);
     app.refresh(refresh).await.expect(StatusCode::OK);
-    app.refresh("not-a-token").await.expect_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
-    app.post("/auth/refresh", None, json!({})).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    app.refresh("not-a-token")
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    app.post("/auth/refresh", None, json!({}))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
 }
 
 #[tokio::test]
@@ -167,16 +246,27 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     let other_session = app.sign_in(&user.email, &user.password).await;
 
     let r2 = app.refresh(&user.refresh).await.expect(StatusCode::OK);
-    let r3 = app.refresh(r2.body["refresh_token"].as_str().expect("r2")).await.expect(StatusCode::OK);
+    let r3 = app
+        .refresh(r2.body["refresh_token"].as_str().expect("r2"))
+        .await
+        .expect(StatusCode::OK);
     let newest_refresh = r3.body["refresh_token"].as_str().expect("r3");
     let newest_access = r3.body["access_token"].as_str().expect("a3");
 
-    app.refresh(&user.refresh).await.expect_error(StatusCode::UNAUTHORIZED, "refresh_token_reused");
+    app.refresh(&user.refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "refresh_token_reused");
     // The newest member of the family died with it, refresh and access token alike.
-    app.refresh(newest_refresh).await.expect_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
-    app.get("/users/me", Some(newest_access)).await.expect_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    app.refresh(newest_refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    app.get("/users/me", Some(newest_access))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "token_revoked");
     // Another login of the same user is a different family.
-    app.get("/users/me", Some(&other_session.access)).await.expect(StatusCode::OK);
+    app.get("/users/me", Some(&other_session.access))
+        .await
+        .expect(StatusCode::OK);
     app.refresh(&other_session.refresh).await.expect(StatusCode::OK);
 }
 
@@ -186,12 +276,20 @@ async fn concurrent_refreshes_have_exactly_one_winner() {
     let user = app.user().await;
     let mut attempts = tokio::task::JoinSet::new();
     for _ in 0..10 {
-        let request = app.client.post(app.url("/auth/refresh")).json(&json!({"refresh_token": user.refresh}));
+        let request = app
+            .client
+            .post(app.url("/auth/refresh"))
+            .json(&json!({"refresh_token": user.refresh}));
         attempts.spawn(async move { crate::helpers::read(request.send().await.expect("sent")).await });
     }
     let replies = attempts.join_all().await;
     let ok = replies.iter().filter(|r| r.status == StatusCode::OK).count();
-    assert_eq!(ok, 1, "statuses: {:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        ok,
+        1,
+        "statuses: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     for r in replies.iter().filter(|r| r.status != StatusCode::OK) {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "never a 500: {}", r.text);
     }
@@ -202,7 +300,9 @@ async fn expired_refresh_tokens_are_refused() {
     let app = TestApp::spawn_with(|s| s.auth.refresh_idle_ttl = Duration::from_secs(1)).await;
     let user = app.user().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    app.refresh(&user.refresh).await.expect_error(StatusCode::UNAUTHORIZED, "refresh_token_expired");
+    app.refresh(&user.refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "refresh_token_expired");
 }
 
 #[tokio::test]
@@ -211,13 +311,25 @@ async fn logout_ends_the_session_and_is_idempotent() {
     let user = app.user().await;
     let other = app.sign_in(&user.email, &user.password).await;
     let body = json!({"refresh_token": user.refresh});
-    app.post("/auth/logout", None, body.clone()).await.expect(StatusCode::NO_CONTENT);
-    app.refresh(&user.refresh).await.expect_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
-    app.get("/users/me", Some(&user.access)).await.expect_error(StatusCode::UNAUTHORIZED, "token_revoked");
-    app.post("/auth/logout", None, body).await.expect(StatusCode::NO_CONTENT);
-    app.post("/auth/logout", None, json!({"refresh_token": "garbage"})).await.expect(StatusCode::NO_CONTENT);
+    app.post("/auth/logout", None, body.clone())
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.refresh(&user.refresh)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    app.get("/users/me", Some(&user.access))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    app.post("/auth/logout", None, body)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.post("/auth/logout", None, json!({"refresh_token": "garbage"}))
+        .await
+        .expect(StatusCode::NO_CONTENT);
     // The user's other session is untouched.
-    app.get("/users/me", Some(&other.access)).await.expect(StatusCode::OK);
+    app.get("/users/me", Some(&other.access))
+        .await
+        .expect(StatusCode::OK);
 }
 
 fn sign(claims: &Value, alg: Algorithm, key: &[u8]) -> String {
@@ -241,12 +353,21 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     };
     let key = JWT_SECRET.as_bytes();
     // Our own key makes a valid token: the harness can forge, so these cases are real.
-    app.get("/users/me", Some(&sign(&claims(json!({})), Algorithm::HS256, key))).await.expect(StatusCode::OK);
+    app.get(
+        "/users/me",
+        Some(&sign(&claims(json!({})), Algorithm::HS256, key)),
+    )
+    .await
+    .expect(StatusCode::OK);
 
     let none = {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), b64.encode(claims(json!({})).to_string()))
+        format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(claims(json!({})).to_string())
+        )
     };
     let mut tampered = user.access.clone().into_bytes();
     let i = tampered.len() - 3;
@@ -254,23 +375,57 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     let cases = [
         ("alg none", none),
         ("changed signature", String::from_utf8(tampered).expect("ascii")),
-        ("other key", sign(&claims(json!({})), Algorithm::HS256, b"someone-else-s-key-0123456789abcdef")),
+        (
+            "other key",
+            sign(
+                &claims(json!({})),
+                Algorithm::HS256,
+                b"someone-else-s-key-0123456789abcdef",
+            ),
+        ),
         ("HS384", sign(&claims(json!({})), Algorithm::HS384, key)),
-        ("wrong issuer", sign(&claims(json!({"iss": "elsewhere"})), Algorithm::HS256, key)),
-        ("wrong audience", sign(&claims(json!({"aud": "elsewhere"})), Algorithm::HS256, key)),
+        (
+            "wrong issuer",
+            sign(&claims(json!({"iss": "elsewhere"})), Algorithm::HS256, key),
+        ),
+        (
+            "wrong audience",
+            sign(&claims(json!({"aud": "elsewhere"})), Algorithm::HS256, key),
+        ),
         ("refresh token as access token", user.refresh.clone()),
         ("garbage", "abc".to_owned()),
     ];
     for (name, token) in cases {
         let reply = app.get("/users/me", Some(&token)).await;
-        assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "invalid_token"), "{name}: {}", reply.text);
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNAUTHORIZED, "invalid_token"),
+            "{name}: {}",
+            reply.text
+        );
         assert_eq!(reply.headers["www-authenticate"], "Bearer");
     }
 
-    let expired = sign(&claims(json!({"iat": now - 900, "exp": now - 60})), Algorithm::HS256, key);
-    app.get("/users/me", Some(&expired)).await.expect_error(StatusCode::UNAUTHORIZED, "token_expired");
+    let expired = sign(
+        &claims(json!({"iat": now - 900, "exp": now - 60})),
+        Algorithm::HS256,
+        key,
+    );
+    app.get("/users/me", Some(&expired))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "token_expired");
 
-    app.get("/users/me", None).await.expect_error(StatusCode::UNAUTHORIZED, "missing_token");
-    let basic = app.client.get(app.url("/users/me")).header("authorization", "Basic YTpi").send().await.expect("sent");
-    crate::helpers::read(basic).await.expect_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    app.get("/users/me", None)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "missing_token");
+    let basic = app
+        .client
+        .get(app.url("/users/me"))
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .expect("sent");
+    crate::helpers::read(basic)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_token");
 }

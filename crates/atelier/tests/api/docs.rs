@@ -29,7 +29,13 @@ fn first_difference(a: &str, b: &str) -> String {
         .enumerate()
         .find(|(_, (x, y))| x != y)
         .map_or_else(
-            || format!("(lengths differ: {} vs {} lines)", a.lines().count(), b.lines().count()),
+            || {
+                format!(
+                    "(lengths differ: {} vs {} lines)",
+                    a.lines().count(),
+                    b.lines().count()
+                )
+            },
             |(i, (x, y))| format!("line {}:\n- {x}\n+ {y}", i + 1),
         )
 }
@@ -54,7 +60,10 @@ fn every_route_of_the_seed_is_documented() {
         ("/healthz", "get"),
         ("/readyz", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not documented"
+        );
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 }
@@ -63,18 +72,37 @@ fn every_route_of_the_seed_is_documented() {
 async fn the_served_document_and_docs_page_work_offline() {
     let app = TestApp::spawn().await;
     let served = app.get("/openapi.json", None).await.expect(StatusCode::OK);
-    assert_eq!(served.body, serde_json::to_value(atelier::api::openapi()).expect("json"));
+    assert_eq!(
+        served.body,
+        serde_json::to_value(atelier::api::openapi()).expect("json")
+    );
 
     let page = app.client.get(app.url("/docs")).send().await.expect("sent");
     assert_eq!(page.status(), StatusCode::OK);
-    let csp = page.headers()["content-security-policy"].to_str().expect("text").to_owned();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"), "{csp}");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     let html = page.text().await.expect("html");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets: {html}");
-    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/init.js"] {
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets: {html}"
+    );
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/init.js",
+    ] {
         assert!(html.contains(asset), "{asset} is referenced");
         let reply = app.client.get(app.url(asset)).send().await.expect("sent");
         assert_eq!(reply.status(), StatusCode::OK, "{asset}");
-        assert!(reply.bytes().await.expect("body").len() > 100, "{asset} has content");
+        assert!(
+            reply.bytes().await.expect("body").len() > 100,
+            "{asset} has content"
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! and a real HTTP client. Logs are silent unless `TEST_LOG` is set.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use atelier::app::{self, App};
@@ -61,7 +60,9 @@ impl Reply {
     pub fn expect_error(self, status: StatusCode, code: &str) -> Self {
         assert_eq!((self.status, self.code()), (status, code), "body: {}", self.text);
         assert!(
-            self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "error without a message: {}",
             self.text
         );
@@ -84,12 +85,14 @@ impl TestApp {
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
         init_logs();
         let dir = Arc::new(tempfile::tempdir().expect("temporary folder"));
-        let mut settings = Settings::default();
-        settings.database_url = atelier_store::DatabaseUrl::DuckDb(dir.path().join("atelier.duckdb"));
-        settings.registration = Registration::Open;
-        settings.admin_email = Some(ADMIN_EMAIL.into());
-        settings.admin_password = Some(Secret::new(ADMIN_PASSWORD));
-        settings.jwt_secret = Some(Secret::new(JWT_SECRET));
+        let mut settings = Settings {
+            database_url: atelier_store::DatabaseUrl::DuckDb(dir.path().join("atelier.duckdb")),
+            registration: Registration::Open,
+            admin_email: Some(ADMIN_EMAIL.into()),
+            admin_password: Some(Secret::new(ADMIN_PASSWORD)),
+            jwt_secret: Some(Secret::new(JWT_SECRET)),
+            ..Settings::default()
+        };
         configure(&mut settings);
         Self::start(settings, dir).await
     }
@@ -111,10 +114,6 @@ impl TestApp {
             shutdown: Some(tx),
             task: Some(task),
         }
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("atelier.duckdb")
     }
 
     /// Stops the server gracefully and waits until it has released the database.
@@ -166,15 +165,22 @@ impl TestApp {
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Reply {
-        self.post("/auth/register", None, json!({"email": email, "password": password})).await
+        self.post(
+            "/auth/register",
+            None,
+            json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Reply {
-        self.post("/auth/login", None, json!({"email": email, "password": password})).await
+        self.post("/auth/login", None, json!({"email": email, "password": password}))
+            .await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Reply {
-        self.post("/auth/refresh", None, json!({"refresh_token": refresh_token})).await
+        self.post("/auth/refresh", None, json!({"refresh_token": refresh_token}))
+            .await
     }
 
     /// Registers a new user with a unique email and logs them in.
@@ -190,7 +196,10 @@ impl TestApp {
     /// Logs in the bootstrapped admin.
     pub async fn admin(&self) -> TestUser {
         let mut admin = self.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-        let me = self.get("/users/me", Some(&admin.access)).await.expect(StatusCode::OK);
+        let me = self
+            .get("/users/me", Some(&admin.access))
+            .await
+            .expect(StatusCode::OK);
         admin.id = me.body["id"].as_str().expect("id").to_owned();
         admin
     }
@@ -201,8 +210,14 @@ impl TestApp {
             id: String::new(),
             email: email.to_owned(),
             password: password.to_owned(),
-            access: reply.body["access_token"].as_str().expect("access token").to_owned(),
-            refresh: reply.body["refresh_token"].as_str().expect("refresh token").to_owned(),
+            access: reply.body["access_token"]
+                .as_str()
+                .expect("access token")
+                .to_owned(),
+            refresh: reply.body["refresh_token"]
+                .as_str()
+                .expect("refresh token")
+                .to_owned(),
         }
     }
 }
@@ -220,5 +235,10 @@ pub async fn read(response: reqwest::Response) -> Reply {
     let headers = response.headers().clone();
     let text = response.text().await.expect("response body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
+    Reply {
+        status,
+        headers,
+        body,
+        text,
+    }
 }

@@ -21,7 +21,9 @@ struct Workdir {
 
 impl Workdir {
     fn new() -> Self {
-        Workdir { dir: tempfile::tempdir().expect("temporary folder") }
+        Workdir {
+            dir: tempfile::tempdir().expect("temporary folder"),
+        }
     }
 
     fn db(&self) -> PathBuf {
@@ -34,7 +36,10 @@ impl Workdir {
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("ATELIER_DATABASE_URL", format!("duckdb://{}", self.db().display()))
+            .env(
+                "ATELIER_DATABASE_URL",
+                format!("duckdb://{}", self.db().display()),
+            )
             .env("ATELIER_BIND", "127.0.0.1:0")
             .env("ATELIER_JWT_SECRET", JWT_SECRET);
         cmd
@@ -49,7 +54,12 @@ impl Workdir {
             .spawn()
             .expect("spawn atelier");
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         drop(child.stdin.take());
         wait_output(child, Duration::from_secs(60))
@@ -63,7 +73,11 @@ impl Workdir {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn atelier serve");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn atelier serve");
         let log = Arc::new(Mutex::new(String::new()));
         let reader = BufReader::new(child.stderr.take().expect("stderr"));
         let sink = Arc::clone(&log);
@@ -80,12 +94,23 @@ impl Workdir {
                 break addr;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("atelier exited with {status} before listening:\n{}", log.lock().expect("log"));
+                panic!(
+                    "atelier exited with {status} before listening:\n{}",
+                    log.lock().expect("log")
+                );
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "atelier did not start:\n{}", log.lock().expect("log"));
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "atelier did not start:\n{}",
+                log.lock().expect("log")
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
-        Server { child, log, base: format!("http://{addr}") }
+        Server {
+            child,
+            log,
+            base: format!("http://{addr}"),
+        }
     }
 }
 
@@ -102,7 +127,10 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.
     fn terminate(&mut self) -> bool {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
         let started = Instant::now();
         loop {
@@ -111,7 +139,10 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(100));
                 return status.success();
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -155,9 +186,15 @@ fn a_second_process_on_the_same_file_fails_at_once_naming_it() {
     let started = Instant::now();
     let out = work.run(&["migrate"], None);
     assert!(!out.status.success());
-    assert!(started.elapsed() < Duration::from_secs(15), "failed at once, not after a wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failed at once, not after a wait"
+    );
     let stderr = text(&out.stderr);
-    assert!(stderr.contains(&work.db().display().to_string()), "names the file: {stderr}");
+    assert!(
+        stderr.contains(&work.db().display().to_string()),
+        "names the file: {stderr}"
+    );
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
@@ -174,7 +211,10 @@ fn sigterm_stops_gracefully_and_releases_the_file() {
 
     let out = work.run(&["user", "list"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("root@example.com"), "the bootstrapped admin persisted");
+    assert!(
+        text(&out.stdout).contains("root@example.com"),
+        "the bootstrapped admin persisted"
+    );
 }
 
 #[test]
@@ -183,15 +223,30 @@ fn startup_prints_one_summary_line_per_subsystem() {
     let mut server = work.serve(&[]);
     assert!(server.terminate());
     let log = server.log();
-    for subsystem in ["config: ", "store: duckdb", "auth: signing key", "admin: created root@example.com", "http: listening on"] {
+    for subsystem in [
+        "config: ",
+        "store: duckdb",
+        "auth: signing key",
+        "admin: created root@example.com",
+        "http: listening on",
+    ] {
         assert!(log.contains(subsystem), "missing {subsystem:?} in:\n{log}");
     }
-    assert!(!log.contains(JWT_SECRET) && !log.contains(ADMIN_PASSWORD), "a secret was logged:\n{log}");
+    assert!(
+        !log.contains(JWT_SECRET) && !log.contains(ADMIN_PASSWORD),
+        "a secret was logged:\n{log}"
+    );
 
     // A restart leaves the existing admin alone.
     let mut again = work.serve(&[]);
     assert!(again.terminate());
-    assert!(again.log().contains("admin: root@example.com exists, left unchanged"), "{}", again.log());
+    assert!(
+        again
+            .log()
+            .contains("admin: root@example.com exists, left unchanged"),
+        "{}",
+        again.log()
+    );
 }
 
 #[test]
@@ -216,13 +271,28 @@ fn logs_carry_request_ids_and_audit_events_but_never_secrets() {
         .expect("json");
     let access = tokens["access_token"].as_str().expect("access").to_owned();
     let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
-    let me = client.get(server.url("/users/me")).bearer_auth(&access).header("cookie", "session=cookie-secret-value").send().expect("me");
+    let me = client
+        .get(server.url("/users/me"))
+        .bearer_auth(&access)
+        .header("cookie", "session=cookie-secret-value")
+        .send()
+        .expect("me");
     assert_eq!(me.status(), StatusCode::OK);
     assert!(server.terminate());
 
     let log = server.log();
-    for secret in [password, &access, &refresh, JWT_SECRET, ADMIN_PASSWORD, "cookie-secret-value"] {
-        assert!(!log.contains(secret), "secret {secret:?} appears in the log:\n{log}");
+    for secret in [
+        password,
+        &access,
+        &refresh,
+        JWT_SECRET,
+        ADMIN_PASSWORD,
+        "cookie-secret-value",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "secret {secret:?} appears in the log:\n{log}"
+        );
     }
     let login_event = log
         .lines()
@@ -237,26 +307,50 @@ fn logs_carry_request_ids_and_audit_events_but_never_secrets() {
 #[test]
 fn the_cli_manages_users_with_passwords_from_stdin() {
     let work = Workdir::new();
-    let out = work.run(&["user", "create", "--email", "Ops@Example.com", "--role", "admin"], Some("tidal marble lantern fox\n"));
+    let out = work.run(
+        &["user", "create", "--email", "Ops@Example.com", "--role", "admin"],
+        Some("tidal marble lantern fox\n"),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("created ops@example.com (admin)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("created ops@example.com (admin)"),
+        "{}",
+        text(&out.stdout)
+    );
 
-    let out = work.run(&["user", "create", "--email", "weak@example.com"], Some("password1234\n"));
+    let out = work.run(
+        &["user", "create", "--email", "weak@example.com"],
+        Some("password1234\n"),
+    );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("too easy to guess"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("too easy to guess"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = work.run(&["user", "create", "--email", "dev@example.com"], Some("copper willow meadow 9\n"));
+    let out = work.run(
+        &["user", "create", "--email", "dev@example.com"],
+        Some("copper willow meadow 9\n"),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = work.run(&["user", "set-role", "ops@example.com", "--role", "user"], None);
     assert!(!out.status.success(), "the last admin cannot be demoted");
-    assert!(text(&out.stderr).contains("last administrator"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("last administrator"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = work.run(&["user", "set-role", "dev@example.com", "--role", "admin"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = work.run(&["user", "list", "--role", "admin"], None);
     let listing = text(&out.stdout);
-    assert!(listing.contains("ops@example.com") && listing.contains("dev@example.com"), "{listing}");
+    assert!(
+        listing.contains("ops@example.com") && listing.contains("dev@example.com"),
+        "{listing}"
+    );
 
     let out = work.run(&["user", "delete", "dev@example.com"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -282,18 +376,28 @@ fn the_cli_manages_users_with_passwords_from_stdin() {
 #[test]
 fn print_config_shows_the_effective_settings_without_secrets() {
     let work = Workdir::new();
-    std::fs::write(work.dir.path().join("atelier.toml"), "registration = \"closed\"\n[auth]\naccess_token_ttl = \"2m\"\n")
-        .expect("write config");
+    std::fs::write(
+        work.dir.path().join("atelier.toml"),
+        "registration = \"closed\"\n[auth]\naccess_token_ttl = \"2m\"\n",
+    )
+    .expect("write config");
     let out = work.run(&["print-config"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     assert!(printed.contains("registration = \"closed\""), "{printed}");
     assert!(printed.contains("access_token_ttl = \"2m\""), "{printed}");
-    assert!(printed.contains("bind = \"127.0.0.1:0\""), "env beats defaults: {printed}");
+    assert!(
+        printed.contains("bind = \"127.0.0.1:0\""),
+        "env beats defaults: {printed}"
+    );
     assert!(printed.contains("jwt_secret = \"[redacted]\""), "{printed}");
     assert!(!printed.contains(JWT_SECRET), "{printed}");
 
     let out = work.run(&["--config", "missing.toml", "print-config"], None);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("missing.toml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
