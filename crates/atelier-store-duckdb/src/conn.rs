@@ -1,7 +1,8 @@
 //! The connections of one DuckDB database: one writer, a pool of readers.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use atelier_store::{StoreError, StoreResult};
 use duckdb::{Connection, Transaction};
@@ -11,6 +12,46 @@ use crate::{OpenError, sql};
 
 /// Idle reader connections kept for reuse; more are cloned on demand under load.
 const MAX_IDLE_READERS: usize = 8;
+
+/// Files open in this process. DuckDB's file lock only keeps other processes out; a
+/// second open in this one would run two database instances on one file.
+static OPEN_FILES: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Default::default);
+
+/// Holds a file's entry in [`OPEN_FILES`] until dropped.
+struct OpenFile(Option<PathBuf>);
+
+impl OpenFile {
+    fn claim(path: &Path) -> Result<Self, OpenError> {
+        if path == Path::new(":memory:") {
+            return Ok(OpenFile(None));
+        }
+        // The file may not exist yet; its folder does by now.
+        let key = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => std::fs::canonicalize(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })
+            .map(|p| p.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+            _ => path.to_path_buf(),
+        };
+        if !OPEN_FILES.lock().insert(key.clone()) {
+            return Err(OpenError::AlreadyOpen {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(OpenFile(Some(key)))
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            OPEN_FILES.lock().remove(&key);
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct Connections {
@@ -25,20 +66,24 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Where new readers are cloned from, so that cloning never waits for a write.
     origin: Mutex<Connection>,
+    /// Declared last: released only after every connection above has closed.
+    _claim: OpenFile,
 }
 
 impl Connections {
     /// Blocking: opens the file, which also takes DuckDB's exclusive file lock.
     pub(crate) fn open(path: &Path) -> Result<Self, OpenError> {
-        let writer = if path == Path::new(":memory:") {
+        let in_memory = path == Path::new(":memory:");
+        if let Some(parent) = path.parent().filter(|p| !in_memory && !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let claim = OpenFile::claim(path)?;
+        let writer = if in_memory {
             Connection::open_in_memory()
         } else {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
             Connection::open(path)
         }
         .map_err(|source| {
@@ -63,6 +108,7 @@ impl Connections {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 origin: Mutex::new(origin),
+                _claim: claim,
             }),
         })
     }

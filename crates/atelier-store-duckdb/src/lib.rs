@@ -31,6 +31,8 @@ pub enum OpenError {
          to run several instances"
     )]
     Locked { path: PathBuf },
+    #[error("the database file {path} is already open in this process")]
+    AlreadyOpen { path: PathBuf },
     #[error("cannot create the folder {path} for the database: {source}")]
     CreateDir {
         path: PathBuf,

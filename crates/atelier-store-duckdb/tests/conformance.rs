@@ -12,3 +12,24 @@ atelier_store::conformance_tests!(async || {
         .expect("open a fresh database");
     (Arc::new(store) as Arc<dyn Store>, dir)
 });
+
+/// DuckDB itself only stops other processes; a second open inside this one would
+/// give two database instances on one file.
+#[tokio::test]
+async fn a_file_open_in_this_process_cannot_be_opened_again() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let path = dir.path().join("twice.duckdb");
+    let (first, _) = DuckDbStore::open(&path).await.expect("first open");
+    let err = DuckDbStore::open(dir.path().join(".").join("twice.duckdb"))
+        .await
+        .expect_err("second open");
+    assert!(
+        matches!(err, atelier_store_duckdb::OpenError::AlreadyOpen { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("twice.duckdb"), "{err}");
+    drop(first);
+    DuckDbStore::open(&path)
+        .await
+        .expect("open again once the first is closed");
+}

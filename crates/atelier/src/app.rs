@@ -63,8 +63,7 @@ impl App {
     pub async fn build(settings: Settings) -> Result<AppState, StartupError> {
         let (store, migrations) = open_store(&settings.database_url).await?;
         tracing::info!(
-            "store: {} at {}, schema version {}{}",
-            store.backend(),
+            "store: {}, schema version {}{}",
             settings.database_url,
             migrations.version,
             match migrations.applied {

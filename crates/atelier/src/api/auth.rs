@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -51,6 +52,15 @@ pub struct TokenResponse {
     pub refresh_token: String,
 }
 
+/// Tokens must not be kept by caches along the way (RFC 6749 §5.1).
+fn token_response(pair: TokenPair) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        Json(TokenResponse::from(pair)),
+    )
+        .into_response()
+}
+
 impl From<TokenPair> for TokenResponse {
     fn from(pair: TokenPair) -> Self {
         TokenResponse {
@@ -92,9 +102,9 @@ pub async fn login(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let pair = state.accounts.login(&body.email, &body.password, &origin).await?;
-    Ok(Json(pair.into()))
+    Ok(token_response(pair))
 }
 
 /// Exchange a refresh token for a new access and refresh token.
@@ -108,9 +118,9 @@ pub async fn refresh(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     ApiJson(body): ApiJson<RefreshRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let pair = state.accounts.refresh(&body.refresh_token, &origin).await?;
-    Ok(Json(pair.into()))
+    Ok(token_response(pair))
 }
 
 /// End the session the refresh token belongs to.

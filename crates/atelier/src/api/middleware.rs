@@ -36,11 +36,8 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_ms = started.elapsed().as_secs_f64() * 1e3,
-            "served"
-        );
+        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(status, latency_ms, "served");
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

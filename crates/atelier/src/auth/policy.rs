@@ -68,7 +68,7 @@ pub fn check_new_password(password: &str, context: &[&str]) -> Result<(), String
         let hint = estimate
             .feedback()
             .and_then(|f| f.warning())
-            .map(|w| format!(": {w}"))
+            .map(|w| format!(": {}", w.to_string().trim_end_matches('.')))
             .unwrap_or_default();
         return Err(format!(
             "password is too easy to guess{hint}. A few unrelated words make a strong one"

@@ -213,8 +213,12 @@ impl Accounts {
         if self.store.credentials_by_email(&normalized).await?.is_some() {
             return Ok(Bootstrap::AlreadyExists);
         }
+        let origin = Origin {
+            ip: None,
+            request_id: Some("startup".into()),
+        };
         match self
-            .create_user(&normalized, password, Role::Admin, None, &Origin::cli())
+            .create_user(&normalized, password, Role::Admin, None, &origin)
             .await
         {
             Ok(_) => Ok(Bootstrap::Created),

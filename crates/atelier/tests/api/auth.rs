@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use atelier::config::Registration;
+use atelier_store::Store as _;
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
@@ -131,6 +132,10 @@ async fn login_returns_a_working_token_pair() {
         .expect(StatusCode::CREATED);
     let reply = app.login(" B@Example.com", STRONG).await.expect(StatusCode::OK);
     assert_eq!(reply.body["token_type"], "bearer");
+    assert_eq!(
+        reply.headers["cache-control"], "no-store",
+        "tokens are not cached"
+    );
     assert_eq!(reply.body["expires_in"], 300);
     let access = reply.body["access_token"].as_str().expect("access");
     assert_eq!(access.split('.').count(), 3, "a JWT");
@@ -428,4 +433,40 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     crate::helpers::read(basic)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
+async fn login_upgrades_hashes_made_with_other_parameters() {
+    let app = TestApp::spawn().await;
+    let user = app.user().await;
+    let mut app = app.restart_with(|s| s.auth.argon2_iterations = 3).await;
+    app.login(&user.email, &user.password)
+        .await
+        .expect(StatusCode::OK);
+    app.stop().await;
+
+    let (store, _) = atelier_store_duckdb::DuckDbStore::open(app.db_path())
+        .await
+        .expect("open the file");
+    let hash_of = |email: String| {
+        let store = store.clone();
+        async move {
+            store
+                .credentials_by_email(&email)
+                .await
+                .expect("query")
+                .expect("user")
+                .password_hash
+        }
+    };
+    let upgraded = hash_of(user.email.clone()).await;
+    assert!(
+        upgraded.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"),
+        "{upgraded}"
+    );
+    let untouched = hash_of(crate::helpers::ADMIN_EMAIL.to_owned()).await;
+    assert!(
+        untouched.contains("t=2"),
+        "only hashes verified at login change: {untouched}"
+    );
 }

@@ -127,10 +127,20 @@ impl TestApp {
     }
 
     /// Stops this server and starts a new one on the same database file.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`restart`](Self::restart), with changed settings.
+    pub async fn restart_with(mut self, configure: impl FnOnce(&mut Settings)) -> Self {
         self.stop().await;
-        let (settings, dir) = (self.settings.clone(), Arc::clone(&self.dir));
+        let (mut settings, dir) = (self.settings.clone(), Arc::clone(&self.dir));
+        configure(&mut settings);
         Self::start(settings, dir).await
+    }
+
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("atelier.duckdb")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -225,7 +225,7 @@ fn startup_prints_one_summary_line_per_subsystem() {
     let log = server.log();
     for subsystem in [
         "config: ",
-        "store: duckdb",
+        "store: duckdb://",
         "auth: signing key",
         "admin: created root@example.com",
         "http: listening on",
