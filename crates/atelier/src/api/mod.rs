@@ -11,6 +11,7 @@ pub mod users;
 
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,6 +47,18 @@ pub fn router() -> (Router<AppState>, OpenApi) {
              `{\"error\": {\"code\", \"message\"}}`; `code` is stable.",
         ))
         .build();
+    // Listed in the order a reader needs them.
+    doc.tags = Some(
+        [
+            ("auth", "Accounts and sessions: register, log in, refresh, log out."),
+            ("users", "Your profile, and user management for admins."),
+            ("admin", "Statistics and maintenance for admins."),
+            ("health", "Probes for load balancers and orchestrators."),
+        ]
+        .into_iter()
+        .map(|(name, about)| TagBuilder::new().name(name).description(Some(about)).build())
+        .collect(),
+    );
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
