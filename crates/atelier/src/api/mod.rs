@@ -50,7 +50,10 @@ pub fn router() -> (Router<AppState>, OpenApi) {
     // Listed in the order a reader needs them.
     doc.tags = Some(
         [
-            ("auth", "Accounts and sessions: register, log in, refresh, log out."),
+            (
+                "auth",
+                "Accounts and sessions: register, log in, refresh, log out.",
+            ),
             ("users", "Your profile, and user management for admins."),
             ("admin", "Statistics and maintenance for admins."),
             ("health", "Probes for load balancers and orchestrators."),

@@ -1,0 +1,314 @@
+//! `POST /chat/completions`, streaming and not, text and images.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::catalog::{self, Behaviour, COMPLETION_PRICE, IMAGE_PRICE, PROMPT_PRICE};
+use crate::{Mock, error, media, unauthorized};
+
+/// What one completion will say.
+struct Answer {
+    id: String,
+    model: String,
+    created: u64,
+    tokens: Vec<String>,
+    prompt_tokens: u64,
+    finish_reason: &'static str,
+    images: Vec<Value>,
+}
+
+impl Answer {
+    fn usage(&self) -> Value {
+        let completion = self.tokens.len() as u64;
+        let images = self.images.len() as u64;
+        let cost = self.prompt_tokens as f64 * PROMPT_PRICE
+            + completion as f64 * COMPLETION_PRICE
+            + images as f64 * IMAGE_PRICE;
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+            "cost": cost,
+            "is_byok": false,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": images * 1290},
+            "cost_details": {"upstream_inference_cost": null},
+        })
+    }
+
+    fn cost(&self) -> f64 {
+        self.usage()["cost"].as_f64().unwrap_or(0.0)
+    }
+
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        json!({
+            "id": self.id, "provider": "Mock", "model": self.model,
+            "object": "chat.completion.chunk", "created": self.created,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                         "native_finish_reason": finish_reason, "logprobs": null}],
+        })
+    }
+}
+
+pub(crate) async fn completions(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(denied) = unauthorized(&mock, &headers) {
+        return denied;
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "Invalid JSON body");
+    };
+    mock.record_body("POST /api/v1/chat/completions", &request);
+    let Some(requested) = request["model"].as_str() else {
+        return error(StatusCode::BAD_REQUEST, "model is required");
+    };
+    let Some(messages) = request["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "messages must be a non-empty array");
+    };
+    let fallbacks: Vec<&str> = request["models"]
+        .as_array()
+        .map(|m| m.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if fallbacks.len() > 3 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'models' array must have 3 items or fewer.",
+        );
+    }
+    // Like OpenRouter's `models`: the first model that does not fail serves.
+    let candidates = std::iter::once(requested).chain(fallbacks.iter().copied());
+    let served = candidates
+        .clone()
+        .find(|m| !matches!(catalog::behaviour(m), Behaviour::Error(_)))
+        .unwrap_or(requested);
+    if let Some(early) = catalog::before_answer(&mock, served).await {
+        return early;
+    }
+    let streaming = request["stream"].as_bool().unwrap_or(false);
+    if catalog::behaviour(served) == Behaviour::ErrorIn200 {
+        return (
+            StatusCode::OK,
+            axum::Json(json!({"error": {"code": 500, "message": "Internal error in the mock provider"}, "user_id": "user_mock"})),
+        )
+            .into_response();
+    }
+
+    let wants_image = request["modalities"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|v| v == "image"));
+    let answer = compose(&mock, served, messages, &request, wants_image);
+    mock.record_cost(answer.cost());
+    if streaming {
+        stream(mock, answer)
+    } else {
+        complete(&answer)
+    }
+}
+
+fn compose(mock: &Mock, model: &str, messages: &[Value], request: &Value, wants_image: bool) -> Answer {
+    let prompt = last_user_text(messages);
+    let mut text = if wants_image {
+        "Here is your image.".to_owned()
+    } else {
+        reply_to(&prompt)
+    };
+    if catalog::behaviour(model) == Behaviour::Slow {
+        text = std::iter::repeat_n(text.as_str(), 8)
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    let mut tokens: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
+    let mut finish_reason = "stop";
+    if let Some(max) = request["max_tokens"]
+        .as_u64()
+        .and_then(|m| usize::try_from(m).ok())
+        && tokens.len() > max
+    {
+        tokens.truncate(max);
+        finish_reason = "length";
+    }
+    let images = if wants_image {
+        let ratio = request["image_config"]["aspect_ratio"].as_str().unwrap_or("1:1");
+        vec![json!({"type": "image_url", "image_url": {"url": media::png_data_url(&prompt, ratio, 0)}})]
+    } else {
+        Vec::new()
+    };
+    let prompt_tokens = messages
+        .iter()
+        .map(|m| content_text(&m["content"]).split_whitespace().count() as u64)
+        .sum::<u64>()
+        .max(1);
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Answer {
+        id: format!("gen-{created}-mock{:016}", mock.next_id()),
+        model: model.to_owned(),
+        created,
+        tokens,
+        prompt_tokens,
+        finish_reason,
+        images,
+    }
+}
+
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn last_user_text(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default()
+}
+
+/// A deterministic answer: the same prompt always gets the same words.
+fn reply_to(prompt: &str) -> String {
+    let summary: String = prompt.split_whitespace().collect::<Vec<_>>().join(" ");
+    let summary: String = summary.chars().take(200).collect();
+    if summary.to_lowercase().contains("code") {
+        return format!(
+            "Here is a small example for \u{201c}{summary}\u{201d}:\n\n```rust\nfn main() {{\n    \
+             println!(\"hello from the mock upstream\");\n}}\n```\n\nThis answer was written offline \
+             by the **mock upstream**; no model was called."
+        );
+    }
+    format!(
+        "You asked: \u{201c}{summary}\u{201d}. This is a deterministic answer from the **mock \
+         upstream**: the same prompt always gets the same words, and no model was called."
+    )
+}
+
+fn complete(answer: &Answer) -> Response {
+    let mut message =
+        json!({"role": "assistant", "content": answer.tokens.concat(), "refusal": null, "reasoning": null});
+    if !answer.images.is_empty() {
+        message["images"] = Value::Array(answer.images.clone());
+    }
+    let body = json!({
+        "id": answer.id, "provider": "Mock", "model": answer.model,
+        "object": "chat.completion", "created": answer.created, "system_fingerprint": null,
+        "choices": [{"index": 0, "logprobs": null, "finish_reason": answer.finish_reason,
+                     "native_finish_reason": answer.finish_reason, "message": message}],
+        "usage": answer.usage(),
+    });
+    let mut response = axum::Json(body).into_response();
+    if let Ok(id) = HeaderValue::from_str(&answer.id) {
+        response.headers_mut().insert("x-generation-id", id);
+    }
+    response
+}
+
+const KEEPALIVE: &str = ": OPENROUTER PROCESSING\n\n";
+
+fn data(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+fn stream(mock: Arc<Mock>, answer: Answer) -> Response {
+    let (tx, rx) = mpsc::channel::<String>(16);
+    let id = answer.id.clone();
+    tokio::spawn(async move {
+        if produce(&mock, &answer, &tx).await.is_err() {
+            mock.record_disconnect();
+        }
+    });
+    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        headers.insert("x-generation-id", id);
+    }
+    response
+}
+
+/// The client went away.
+struct Gone;
+
+async fn send(tx: &mpsc::Sender<String>, frame: String) -> Result<(), Gone> {
+    tx.send(frame).await.map_err(|_| Gone)
+}
+
+/// Waits `delay`, noticing at once if the client disconnects meanwhile.
+async fn pause(tx: &mpsc::Sender<String>, delay: Duration) -> Result<(), Gone> {
+    if delay.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => Ok(()),
+        () = tx.closed() => Err(Gone),
+    }
+}
+
+async fn produce(mock: &Mock, answer: &Answer, tx: &mpsc::Sender<String>) -> Result<(), Gone> {
+    let behaviour = catalog::behaviour(&answer.model);
+    let delay = catalog::token_delay(mock, &answer.model);
+    send(tx, KEEPALIVE.into()).await?;
+    let mut since_keepalive = Duration::ZERO;
+    for (i, token) in answer.tokens.iter().enumerate() {
+        pause(tx, delay).await?;
+        since_keepalive += delay;
+        if since_keepalive >= mock.config.keepalive_interval {
+            send(tx, KEEPALIVE.into()).await?;
+            since_keepalive = Duration::ZERO;
+        }
+        if behaviour == Behaviour::StreamErrorMidway && i == 3 {
+            let mut event = answer.chunk(json!({"content": ""}), Some("error"));
+            event["error"] = json!({"code": 502, "message": "Provider disconnected mid-stream",
+                                     "metadata": {"error_type": "provider_unavailable"}});
+            return send(tx, data(&event)).await;
+        }
+        send(
+            tx,
+            data(&answer.chunk(json!({"role": "assistant", "content": token}), None)),
+        )
+        .await?;
+    }
+    if !answer.images.is_empty() {
+        let delta = json!({"role": "assistant", "content": "", "images": answer.images});
+        send(tx, data(&answer.chunk(delta, None))).await?;
+    }
+    let finish = answer.chunk(
+        json!({"role": "assistant", "content": ""}),
+        Some(answer.finish_reason),
+    );
+    send(tx, data(&finish)).await?;
+
+    // Usage comes last, in a chunk of its own: with one empty choice as observed
+    // in real traffic, or with `choices: []` as documented.
+    let mut usage = answer.chunk(json!({"role": "assistant", "content": ""}), None);
+    if mock.config.usage_with_empty_choices || behaviour == Behaviour::EmptyUsageChoices {
+        usage["choices"] = json!([]);
+    }
+    usage["usage"] = answer.usage();
+    send(tx, data(&usage)).await?;
+    if behaviour != Behaviour::NoDone {
+        send(tx, "data: [DONE]\n\n".into()).await?;
+    }
+    Ok(())
+}

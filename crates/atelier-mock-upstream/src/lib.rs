@@ -1,0 +1,290 @@
+//! An offline OpenRouter look-alike, for tests, the demo and the benchmarks.
+//!
+//! It speaks the routes of §7 of `shared/openrouter-api.md` with the same shapes and
+//! quirks as the real service: keep-alive comments, a usage chunk after the finish
+//! chunk, errors inside a 200, mid-stream errors, relative polling URLs, string
+//! prices. Outputs are deterministic: text derived from the prompt, real PNG
+//! images, a real (tiny) MP4 video.
+//!
+//! Behaviour is chosen by model name, so a test states what it wants in the
+//! request itself:
+//!
+//! | model | behaviour |
+//! |---|---|
+//! | `mock/chat` | a normal answer |
+//! | `mock/chat-slow` | a long answer, 50 ms per token (for cancellation) |
+//! | `mock/error-NNN` | status NNN before anything is sent (429 and 503 with `Retry-After: 1`) |
+//! | `mock/error-in-200` | status 200 with only an error body |
+//! | `mock/stream-error-midway` | a few tokens, then a mid-stream error event |
+//! | `mock/no-done` | a complete stream that ends without `data: [DONE]` |
+//! | `mock/empty-usage-choices` | the usage chunk with `choices: []` (the documented shape) |
+//! | `mock/slow-first-byte` | waits `slow_first_byte` before answering |
+//! | `mock/image`, `mock/image-text` | image models (dedicated endpoint and chat `modalities`) |
+//! | `mock/video`, `mock/video-fail` | video models; the second's jobs fail |
+
+mod catalog;
+mod chat;
+mod media;
+mod videos;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How the mock behaves; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// The only key accepted as `Authorization: Bearer …`.
+    pub api_key: String,
+    /// Pause between streamed tokens.
+    pub token_delay: Duration,
+    /// Pause before any response (models a slower upstream).
+    pub latency: Duration,
+    /// Pause before answering `mock/slow-first-byte`.
+    pub slow_first_byte: Duration,
+    /// A `: OPENROUTER PROCESSING` comment is sent at the start of every stream and
+    /// again whenever this long passes between tokens.
+    pub keepalive_interval: Duration,
+    /// Send the usage chunk with `choices: []` for every model (the documented
+    /// shape) instead of the observed one-empty-choice shape.
+    pub usage_with_empty_choices: bool,
+    /// Polls a video job stays in each of `pending` and `in_progress`.
+    pub video_polls_per_state: u32,
+    /// Give polling URLs as `/api/v1/videos/<id>` (as the OpenAPI examples do)
+    /// rather than absolute.
+    pub relative_polling_urls: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            api_key: "mock-key".into(),
+            token_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+            slow_first_byte: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(1),
+            usage_with_empty_choices: false,
+            video_polls_per_state: 1,
+            relative_polling_urls: true,
+        }
+    }
+}
+
+/// Shared state of a running mock.
+pub(crate) struct Mock {
+    pub(crate) config: MockConfig,
+    pub(crate) origin: String,
+    pub(crate) jobs: Mutex<HashMap<String, videos::Job>>,
+    hits: Mutex<HashMap<String, u64>>,
+    bodies: Mutex<HashMap<String, Value>>,
+    disconnects: AtomicU64,
+    disconnected: Notify,
+    spent_micros: AtomicU64,
+    counter: AtomicU64,
+}
+
+impl Mock {
+    /// A fresh id: deterministic per mock (a counter), shaped like the real ones.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn record_cost(&self, usd: f64) {
+        self.spent_micros
+            .fetch_add((usd * 1e6).round() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_body(&self, route: &str, body: &Value) {
+        self.bodies.lock().insert(route.to_owned(), body.clone());
+    }
+
+    /// Called when a client goes away in the middle of a stream.
+    pub(crate) fn record_disconnect(&self) {
+        self.disconnects.fetch_add(1, Ordering::SeqCst);
+        self.disconnected.notify_waiters();
+    }
+}
+
+/// A mock upstream serving on a loopback port until dropped.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    mock: Arc<Mock>,
+    stop: CancellationToken,
+}
+
+impl MockUpstream {
+    /// Serves on `127.0.0.1` on a free port.
+    pub async fn start(config: MockConfig) -> std::io::Result<Self> {
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    pub async fn bind(addr: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mock = Arc::new(Mock {
+            config,
+            origin: format!("http://{addr}"),
+            jobs: Mutex::default(),
+            hits: Mutex::default(),
+            bodies: Mutex::default(),
+            disconnects: AtomicU64::new(0),
+            disconnected: Notify::new(),
+            spent_micros: AtomicU64::new(0),
+            counter: AtomicU64::new(0),
+        });
+        let stop = CancellationToken::new();
+        let app = router(Arc::clone(&mock));
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "mock upstream stopped");
+            }
+        });
+        Ok(MockUpstream { addr, mock, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure a client with: `http://127.0.0.1:PORT/api/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api/v1", self.addr)
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.mock.config.api_key
+    }
+
+    /// How often a route (e.g. `POST /api/v1/chat/completions`) was called.
+    pub fn hits(&self, route: &str) -> u64 {
+        self.mock.hits.lock().get(route).copied().unwrap_or(0)
+    }
+
+    /// The JSON body of the last call to a route.
+    pub fn last_body(&self, route: &str) -> Option<Value> {
+        self.mock.bodies.lock().get(route).cloned()
+    }
+
+    /// Streams whose client went away before the end.
+    pub fn disconnects(&self) -> u64 {
+        self.mock.disconnects.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `count` streams have seen their client go away.
+    pub async fn wait_for_disconnects(&self, count: u64, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.mock.disconnected.notified();
+            if self.disconnects() >= count {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.disconnects() >= count;
+            }
+        }
+    }
+
+    /// Total cost the mock has charged, in USD.
+    pub fn spent(&self) -> f64 {
+        self.mock.spent_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn router(mock: Arc<Mock>) -> Router {
+    Router::new()
+        .route("/api/v1/chat/completions", post(chat::completions))
+        .route("/api/v1/models", get(catalog::models))
+        .route("/api/v1/images", post(media::images))
+        .route("/api/v1/videos", post(videos::submit))
+        .route("/api/v1/videos/models", get(videos::models))
+        .route("/api/v1/videos/{id}", get(videos::poll))
+        .route("/api/v1/videos/{id}/content", get(videos::content))
+        .route("/api/v1/key", get(key))
+        .route("/api/v1/auth/key", get(key))
+        .route("/api/v1/credits", get(credits))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&mock),
+            count_and_delay,
+        ))
+        .with_state(mock)
+}
+
+/// Counts hits per route and applies the configured latency.
+async fn count_and_delay(State(mock): State<Arc<Mock>>, request: Request, next: Next) -> Response {
+    let route = format!("{} {}", request.method(), request.uri().path());
+    *mock.hits.lock().entry(route).or_default() += 1;
+    if !mock.config.latency.is_zero() {
+        tokio::time::sleep(mock.config.latency).await;
+    }
+    next.run(request).await
+}
+
+/// OpenRouter's error body: `{"error": {"code", "message"}, "user_id"}`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    let body = json!({"error": {"code": status.as_u16(), "message": message}, "user_id": "user_mock"});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Checks the bearer key like OpenRouter: the refusal for a missing or garbled
+/// header or an unknown key, `None` when the key is right.
+pub(crate) fn unauthorized(mock: &Mock, headers: &HeaderMap) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => Some(error(StatusCode::UNAUTHORIZED, "No auth credentials found")),
+        Some(key) if key == mock.config.api_key => None,
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "User not found.")),
+    }
+}
+
+async fn key(State(mock): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&mock, &headers) {
+        return denied;
+    }
+    let spent = mock.spent_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    axum::Json(json!({"data": {
+        "label": "sk-or-v1-moc...key",
+        "limit": null,
+        "limit_remaining": null,
+        "limit_reset": null,
+        "include_byok_in_limit": false,
+        "usage": spent, "usage_daily": spent, "usage_weekly": spent, "usage_monthly": spent,
+        "is_free_tier": false,
+        "is_management_key": false,
+        "expires_at": null,
+    }}))
+    .into_response()
+}
+
+async fn credits(State(mock): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&mock, &headers) {
+        return denied;
+    }
+    let spent = mock.spent_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    axum::Json(json!({"data": {"total_credits": 100.0, "total_usage": spent}})).into_response()
+}

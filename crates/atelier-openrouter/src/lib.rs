@@ -1,0 +1,442 @@
+//! A typed client for OpenRouter and any OpenAI-compatible upstream.
+//!
+//! Everything the reference (`shared/openrouter-api.md`) warns about is handled
+//! here, once: keep-alive comments and both shapes of the usage chunk in streams,
+//! errors inside a 200, mid-stream errors, streams without `[DONE]`, relative
+//! polling URLs, and string prices. Four time limits apply (connect, first byte,
+//! idle between chunks, total), and transient failures are retried with backoff,
+//! but only before any of the response has been handed to the caller.
+
+mod error;
+pub mod sse;
+mod stream;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use url::Url;
+
+pub use error::{TimeoutKind, UpstreamError};
+pub use stream::{ChatStream, StreamEvent};
+pub use types::*;
+
+pub type Result<T, E = UpstreamError> = std::result::Result<T, E>;
+
+/// Where the upstream is and how patient to be with it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// E.g. `https://openrouter.ai/api/v1`; paths like `chat/completions` are appended.
+    pub base_url: Url,
+    pub api_key: Option<String>,
+    /// Attribution headers (`HTTP-Referer`, `X-OpenRouter-Title`).
+    pub referer: Option<String>,
+    pub title: Option<String>,
+    pub connect_timeout: Duration,
+    /// Until the response headers arrive.
+    pub first_byte_timeout: Duration,
+    /// Between two reads of a streamed body.
+    pub idle_timeout: Duration,
+    /// For the whole exchange, body included.
+    pub total_timeout: Duration,
+    /// Retries after the first attempt for transient failures.
+    pub max_retries: u32,
+    /// First backoff delay; doubles with each retry.
+    pub retry_base_delay: Duration,
+    /// A `Retry-After` longer than this is not waited for: the error goes to the caller.
+    pub max_retry_wait: Duration,
+}
+
+impl Config {
+    pub fn new(base_url: Url, api_key: Option<String>) -> Self {
+        Config {
+            base_url,
+            api_key,
+            referer: None,
+            title: None,
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(600),
+            max_retries: 2,
+            retry_base_delay: Duration::from_millis(250),
+            max_retry_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Cheap to clone; clones share one connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.config.base_url.as_str())
+            .field("api_key", &self.config.api_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl Client {
+    pub fn new(config: Config) -> Result<Self> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("http-referer", &config.referer),
+            ("x-openrouter-title", &config.title),
+        ] {
+            if let Some(value) = value {
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| UpstreamError::InvalidResponse(format!("invalid {name} header value")))?;
+                headers.insert(name, value);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .default_headers(headers)
+            .user_agent(concat!("atelier/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::InvalidResponse(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.config.api_key.is_some()
+    }
+
+    fn url(&self, path: &str) -> Result<Url> {
+        let base = self.config.base_url.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}/{path}"))
+            .map_err(|e| UpstreamError::InvalidResponse(format!("bad upstream URL: {e}")))
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.total_timeout
+    }
+
+    fn authorized(&self, builder: RequestBuilder) -> Result<RequestBuilder> {
+        let key = self.config.api_key.as_ref().ok_or(UpstreamError::NotConfigured)?;
+        Ok(builder.bearer_auth(key))
+    }
+
+    // ---- endpoints ----
+
+    /// `POST chat/completions`, non-streaming.
+    pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse> {
+        let deadline = self.deadline();
+        let body = ChatRequest {
+            stream: false,
+            ..request.clone()
+        };
+        let response = self.post(&self.url("chat/completions")?, &body, deadline).await?;
+        read_json(response, deadline).await
+    }
+
+    /// `POST chat/completions` with `stream: true`. Returns once the upstream has
+    /// answered with a stream; failures before that are retried like any request.
+    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
+        let deadline = self.deadline();
+        let body = ChatRequest {
+            stream: true,
+            ..request.clone()
+        };
+        let response = self.post(&self.url("chat/completions")?, &body, deadline).await?;
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            // A JSON body where a stream was asked for is an error in a 200.
+            let value: serde_json::Value = read_json(response, deadline).await?;
+            return Err(UpstreamError::InvalidResponse(format!(
+                "expected an event stream, got {value}"
+            )));
+        }
+        Ok(ChatStream::new(response, self.config.idle_timeout, deadline))
+    }
+
+    /// `GET models`, optionally filtered by output modality (`text`, `image`, `all`…).
+    pub async fn models(&self, output_modalities: Option<&str>) -> Result<Vec<Model>> {
+        let mut url = self.url("models")?;
+        if let Some(m) = output_modalities {
+            url.query_pairs_mut().append_pair("output_modalities", m);
+        }
+        let list: ModelList = self.get_json(url, false).await?;
+        Ok(list.data)
+    }
+
+    /// `POST images`: the dedicated image generation endpoint.
+    pub async fn images(&self, request: &ImagesRequest) -> Result<ImagesResponse> {
+        let deadline = self.deadline();
+        let response = self.post(&self.url("images")?, request, deadline).await?;
+        read_json(response, deadline).await
+    }
+
+    /// `POST videos`: submits a job (202).
+    pub async fn submit_video(&self, request: &VideoRequest) -> Result<VideoJob> {
+        let deadline = self.deadline();
+        let response = self.post(&self.url("videos")?, request, deadline).await?;
+        read_json(response, deadline).await
+    }
+
+    /// `GET videos/{id}`, at the job's polling URL when it is on the upstream's host.
+    pub async fn poll_video(&self, job_id: &str, polling_url: Option<&str>) -> Result<VideoJob> {
+        let url = self.polling_url(job_id, polling_url)?;
+        self.get_json(url, true).await
+    }
+
+    /// `GET videos/{id}/content?index=N`: the video bytes, as a response to stream from.
+    pub async fn video_content(&self, job_id: &str, index: u32) -> Result<Response> {
+        let mut url = self.url(&format!("videos/{}/content", checked_id(job_id)?))?;
+        url.query_pairs_mut().append_pair("index", &index.to_string());
+        let deadline = self.deadline();
+        self.execute(|| self.authorized(self.http.get(url.clone())), deadline)
+            .await
+    }
+
+    /// `GET videos/models`.
+    pub async fn video_models(&self) -> Result<Vec<VideoModel>> {
+        let list: VideoModelList = self.get_json(self.url("videos/models")?, false).await?;
+        Ok(list.data)
+    }
+
+    /// `GET key`: the operator key's limits and usage.
+    pub async fn key_info(&self) -> Result<KeyInfo> {
+        let envelope: KeyInfoEnvelope = self.get_json(self.url("key")?, true).await?;
+        Ok(envelope.data)
+    }
+
+    /// Resolves a job's polling URL: relative ones against the base URL's origin;
+    /// absolute ones only if they stay on that origin (an upstream must not make
+    /// atelier call elsewhere). Otherwise the documented `videos/{id}`.
+    fn polling_url(&self, job_id: &str, polling_url: Option<&str>) -> Result<Url> {
+        let base = &self.config.base_url;
+        let candidate = polling_url.and_then(|p| base.join(p).ok());
+        match candidate {
+            Some(url) if url.origin() == base.origin() => Ok(url),
+            _ => self.url(&format!("videos/{}", checked_id(job_id)?)),
+        }
+    }
+
+    // ---- plumbing ----
+
+    async fn post<B: Serialize + ?Sized>(&self, url: &Url, body: &B, deadline: Instant) -> Result<Response> {
+        let body = serde_json::to_vec(body).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        self.execute(
+            || {
+                self.authorized(
+                    self.http
+                        .post(url.clone())
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone()),
+                )
+            },
+            deadline,
+        )
+        .await
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: bool) -> Result<T> {
+        let deadline = self.deadline();
+        let response = self
+            .execute(
+                || {
+                    let builder = self.http.get(url.clone());
+                    match (&self.config.api_key, auth) {
+                        (Some(key), _) => Ok(builder.bearer_auth(key)),
+                        (None, false) => Ok(builder),
+                        (None, true) => Err(UpstreamError::NotConfigured),
+                    }
+                },
+                deadline,
+            )
+            .await?;
+        read_json(response, deadline).await
+    }
+
+    /// Sends with retries; returns the first successful response (headers read,
+    /// body not yet).
+    async fn execute(
+        &self,
+        build: impl Fn() -> Result<RequestBuilder>,
+        deadline: Instant,
+    ) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            let error = match self.attempt(build()?, deadline).await {
+                Ok(response) => return Ok(response),
+                Err(e) => e,
+            };
+            let retryable =
+                error.is_transient() && !(error.status() == Some(429) && error.retry_after().is_none());
+            if !retryable || attempt >= self.config.max_retries {
+                return Err(error);
+            }
+            let backoff = self
+                .config
+                .retry_base_delay
+                .saturating_mul(2u32.saturating_pow(attempt));
+            let wait = error.retry_after().unwrap_or(backoff);
+            if wait > self.config.max_retry_wait || Instant::now() + wait >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(attempt, ?wait, error = %error, "retrying upstream request");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, request: RequestBuilder, deadline: Instant) -> Result<Response> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let (limit, kind) = if self.config.first_byte_timeout < remaining {
+            (self.config.first_byte_timeout, TimeoutKind::FirstByte)
+        } else {
+            (remaining, TimeoutKind::Total)
+        };
+        let response = match tokio::time::timeout(limit, request.send()).await {
+            Err(_) => return Err(UpstreamError::Timeout(kind)),
+            Ok(Err(e)) => return Err(transport_error(&e)),
+            Ok(Ok(response)) => response,
+        };
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(status_error(response, deadline).await)
+        }
+    }
+}
+
+fn checked_id(id: &str) -> Result<&str> {
+    if !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(id)
+    } else {
+        Err(UpstreamError::InvalidResponse(format!("invalid job id {id:?}")))
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout(TimeoutKind::Connect)
+    } else {
+        // The source chain says what really failed (refused, DNS…).
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            text = format!("{text}: {inner}");
+            source = inner.source();
+        }
+        UpstreamError::Unreachable(text)
+    }
+}
+
+async fn read_body(response: Response, deadline: Instant) -> Result<bytes::Bytes> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, response.bytes()).await {
+        Err(_) => Err(UpstreamError::Timeout(TimeoutKind::Total)),
+        Ok(Err(e)) => Err(transport_error(&e)),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// Reads a JSON body, treating `{"error": …}` without a result as the error it is,
+/// whatever the status said.
+async fn read_json<T: DeserializeOwned>(response: Response, deadline: Instant) -> Result<T> {
+    let bytes = read_body(response, deadline).await?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
+    let is_error = value.get("error").is_some_and(|e| !e.is_null())
+        && value.get("choices").is_none()
+        && value.get("data").is_none();
+    if is_error {
+        return Err(error_from_body(&value, None, None));
+    }
+    serde_json::from_value(value).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+}
+
+async fn status_error(response: Response, deadline: Instant) -> UpstreamError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    match read_body(response, deadline).await {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(value) if value.get("error").is_some() => error_from_body(&value, Some(status), retry_after),
+            _ => UpstreamError::Status {
+                status: status.as_u16(),
+                message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    .trim()
+                    .to_owned(),
+                retry_after,
+                metadata: None,
+            },
+        },
+        Err(_) => UpstreamError::Status {
+            status: status.as_u16(),
+            message: status.canonical_reason().unwrap_or("error").to_owned(),
+            retry_after,
+            metadata: None,
+        },
+    }
+}
+
+/// Builds the error from `{"error": {"code", "message", "metadata"}}`. Inside a 200
+/// the status comes from `code` when it is one, else 502.
+fn error_from_body(
+    value: &serde_json::Value,
+    status: Option<StatusCode>,
+    retry_after: Option<Duration>,
+) -> UpstreamError {
+    let envelope: Option<ErrorEnvelope> = serde_json::from_value(value.clone()).ok();
+    let (code, message, metadata) = match envelope {
+        Some(e) => (e.error.code, e.error.message, e.error.metadata),
+        None => (None, value["error"].to_string(), None),
+    };
+    let status = status.map(|s| s.as_u16()).unwrap_or_else(|| {
+        code.as_deref()
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (400..600).contains(c))
+            .unwrap_or(502)
+    });
+    let message = provider_detail(&message, metadata.as_ref());
+    UpstreamError::Status {
+        status,
+        message,
+        retry_after,
+        metadata,
+    }
+}
+
+/// "Provider returned error" says nothing; the provider's own words are in
+/// `metadata.raw` when present.
+fn provider_detail(message: &str, metadata: Option<&serde_json::Value>) -> String {
+    let raw = metadata.and_then(|m| m.get("raw"));
+    match raw {
+        Some(serde_json::Value::String(raw)) if !raw.is_empty() => format!("{message}: {raw}"),
+        Some(raw) if raw.is_object() => format!("{message}: {raw}"),
+        _ => message.to_owned(),
+    }
+}
