@@ -8,8 +8,10 @@
 //! worker.
 
 mod conn;
+mod jobs;
 mod migrate;
 mod sql;
+mod studio;
 mod tokens;
 mod users;
 
@@ -138,6 +140,18 @@ impl Store for DuckDbStore {
             .await
     }
 
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_owned();
+        self.conns.read(move |c| studio::setting(c, &name)).await
+    }
+
+    async fn set_setting(&self, name: &str, value: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.conns
+            .write(move |tx| studio::set_setting(tx, &name, &value, now))
+            .await
+    }
+
     #[tracing::instrument(skip_all, fields(user_id = %user.id))]
     async fn create_user(&self, user: NewUser) -> StoreResult<User> {
         self.conns.write(move |tx| users::create(tx, &user)).await
@@ -211,7 +225,8 @@ impl Store for DuckDbStore {
         self.conns
             .write(move |tx| {
                 users::delete(tx, id)?;
-                tokens::delete_user_tokens(tx, id)
+                tokens::delete_user_tokens(tx, id)?;
+                studio::delete_user_content(tx, id)
             })
             .await
     }
@@ -299,5 +314,116 @@ impl Store for DuckDbStore {
                 .map_err(sql::err)
             })
             .await
+    }
+
+    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
+        let c = conversation.clone();
+        self.conns.write(move |tx| studio::create_conversation(tx, &c)).await
+    }
+
+    async fn conversations(&self, query: &ConversationQuery) -> StoreResult<(Vec<Conversation>, bool)> {
+        let q = query.clone();
+        self.conns.read(move |c| studio::conversations(c, &q)).await
+    }
+
+    async fn conversation(&self, user_id: Uuid, id: Uuid) -> StoreResult<Option<Conversation>> {
+        self.conns.read(move |c| studio::conversation(c, user_id, id)).await
+    }
+
+    async fn messages(&self, conversation_id: Uuid) -> StoreResult<Vec<ChatMessage>> {
+        self.conns.read(move |c| studio::messages(c, conversation_id)).await
+    }
+
+    async fn add_messages(
+        &self,
+        conversation_id: Uuid,
+        messages: &[ChatMessage],
+        model: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (messages, model) = (messages.to_vec(), model.map(str::to_owned));
+        self.conns
+            .write(move |tx| studio::add_messages(tx, conversation_id, &messages, model.as_deref(), now))
+            .await
+    }
+
+    async fn rename_conversation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        title: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Conversation> {
+        let title = title.to_owned();
+        self.conns
+            .write(move |tx| studio::rename_conversation(tx, user_id, id, &title, now))
+            .await
+    }
+
+    async fn delete_conversation(&self, user_id: Uuid, id: Uuid) -> StoreResult<()> {
+        self.conns
+            .write(move |tx| studio::delete_conversation(tx, user_id, id))
+            .await
+    }
+
+    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<()> {
+        let m = media.clone();
+        self.conns.write(move |tx| studio::insert_media(tx, &m)).await
+    }
+
+    async fn media(&self, id: Uuid) -> StoreResult<Option<MediaRecord>> {
+        self.conns.read(move |c| studio::media(c, id)).await
+    }
+
+    async fn user_media_keys(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
+        self.conns.read(move |c| studio::user_media_keys(c, user_id)).await
+    }
+
+    async fn record_generations(&self, records: &[GenerationRecord]) -> StoreResult<()> {
+        let records = records.to_vec();
+        self.conns
+            .write(move |tx| studio::record_generations(tx, &records))
+            .await
+    }
+
+    async fn generations(&self, query: &GenerationQuery) -> StoreResult<(Vec<GenerationRecord>, bool)> {
+        let q = query.clone();
+        self.conns.read(move |c| studio::generations(c, &q)).await
+    }
+
+    async fn create_video_job(&self, job: &VideoJob) -> StoreResult<()> {
+        let j = job.clone();
+        self.conns.write(move |tx| jobs::create(tx, &j)).await
+    }
+
+    async fn video_job(&self, id: Uuid) -> StoreResult<Option<VideoJob>> {
+        self.conns.read(move |c| jobs::by_id(c, id)).await
+    }
+
+    async fn video_jobs(&self, user_id: Uuid, limit: u32) -> StoreResult<Vec<VideoJob>> {
+        self.conns.read(move |c| jobs::of_user(c, user_id, limit)).await
+    }
+
+    async fn claim_video_jobs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<VideoJob>> {
+        let owner = owner.to_owned();
+        self.conns
+            .write(move |tx| jobs::claim(tx, &owner, now, lease_until, limit))
+            .await
+    }
+
+    async fn update_video_job(&self, progress: &JobProgress) -> StoreResult<bool> {
+        let p = progress.clone();
+        self.conns.write(move |tx| jobs::update(tx, &p)).await
+    }
+
+    async fn finish_video_job(&self, outcome: &JobOutcome) -> StoreResult<bool> {
+        let o = outcome.clone();
+        self.conns.write(move |tx| jobs::finish(tx, &o)).await
     }
 }

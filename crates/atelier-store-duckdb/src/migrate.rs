@@ -8,7 +8,10 @@ use duckdb::Transaction;
 use crate::sql;
 
 /// `(version, name, sql)`, in order. Append only: an applied migration never changes.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "accounts", include_str!("../migrations/0001_accounts.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "accounts", include_str!("../migrations/0001_accounts.sql")),
+    (2, "generation", include_str!("../migrations/0002_generation.sql")),
+];
 
 pub(crate) fn apply(tx: &Transaction<'_>) -> StoreResult<MigrationReport> {
     tx.execute_batch(

@@ -41,6 +41,12 @@ macro_rules! conformance_tests {
             audit_and_login_counts,
             secret_is_initialised_once,
             auth_states_and_role_counts,
+            settings_round_trip,
+            conversations_belong_to_their_user,
+            media_round_trip,
+            generations_are_recorded_in_batches_and_paged,
+            video_jobs_are_leased_and_finished_once,
+            deleting_a_user_removes_their_content,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -741,4 +747,246 @@ pub async fn auth_states_and_role_counts(store: Arc<dyn Store>) {
     let mut counts = store.count_users_by_role().await.unwrap();
     counts.sort_by_key(|(role, _)| *role as u8);
     assert_eq!(counts, vec![(Role::User, 2), (Role::Admin, 1)]);
+}
+
+pub async fn settings_round_trip(store: Arc<dyn Store>) {
+    assert_eq!(store.setting("allowed_models").await.unwrap(), None);
+    store.set_setting("allowed_models", r#"["a"]"#, now()).await.unwrap();
+    store.set_setting("allowed_models", r#"["a","b"]"#, now()).await.unwrap();
+    assert_eq!(store.setting("allowed_models").await.unwrap().as_deref(), Some(r#"["a","b"]"#));
+}
+
+fn conversation(user_id: Uuid, title: &str, at: DateTime<Utc>) -> Conversation {
+    Conversation { id: Uuid::now_v7(), user_id, title: title.into(), model: None, created_at: at, updated_at: at }
+}
+
+fn message(conversation_id: Uuid, role: &str, content: &str, at: DateTime<Utc>) -> ChatMessage {
+    ChatMessage {
+        id: Uuid::now_v7(),
+        conversation_id,
+        role: role.into(),
+        content: content.into(),
+        status: MessageStatus::Complete,
+        model: (role == "assistant").then(|| "m/one".to_owned()),
+        error: None,
+        created_at: at,
+    }
+}
+
+pub async fn conversations_belong_to_their_user(store: Arc<dyn Store>) {
+    let ada = store.create_user(new_user("ada@example.com", Role::User)).await.unwrap();
+    let bob = store.create_user(new_user("bob@example.com", Role::User)).await.unwrap();
+    let t0 = now() - Duration::minutes(10);
+    let first = conversation(ada.id, "first", t0);
+    let second = conversation(ada.id, "second", t0 + Duration::minutes(1));
+    store.create_conversation(&first).await.unwrap();
+    store.create_conversation(&second).await.unwrap();
+
+    let mut failed = message(first.id, "assistant", "partial ans", t0 + Duration::minutes(3));
+    failed.status = MessageStatus::Failed;
+    failed.error = Some("upstream failed".into());
+    let msgs = vec![message(first.id, "user", "hello", t0 + Duration::minutes(2)), failed.clone()];
+    store.add_messages(first.id, &msgs, Some("m/one"), t0 + Duration::minutes(3)).await.unwrap();
+
+    let (list, more) = store.conversations(&ConversationQuery { user_id: ada.id, limit: 10, offset: 0 }).await.unwrap();
+    assert!(!more);
+    assert_eq!(list.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), ["first", "second"], "most recent activity first");
+    assert_eq!(list[0].model.as_deref(), Some("m/one"));
+    let (page, more) = store.conversations(&ConversationQuery { user_id: ada.id, limit: 1, offset: 1 }).await.unwrap();
+    assert_eq!((page.len(), more), (1, false));
+    assert_eq!(page[0].title, "second");
+
+    let stored = store.messages(first.id).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].content, "hello");
+    assert_eq!(stored[1], failed, "status and error round-trip");
+
+    // Bob sees none of it and cannot touch it.
+    assert!(store.conversation(bob.id, first.id).await.unwrap().is_none());
+    assert!(matches!(store.rename_conversation(bob.id, first.id, "mine", now()).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_conversation(bob.id, first.id).await, Err(StoreError::NotFound)));
+    let (bobs, _) = store.conversations(&ConversationQuery { user_id: bob.id, limit: 10, offset: 0 }).await.unwrap();
+    assert!(bobs.is_empty());
+
+    let renamed = store.rename_conversation(ada.id, second.id, "renamed", now()).await.unwrap();
+    assert_eq!(renamed.title, "renamed");
+    store.delete_conversation(ada.id, first.id).await.unwrap();
+    assert!(store.conversation(ada.id, first.id).await.unwrap().is_none());
+    assert!(store.messages(first.id).await.unwrap().is_empty(), "messages go with their conversation");
+}
+
+fn media(user_id: Uuid, kind: MediaKind) -> MediaRecord {
+    let id = Uuid::now_v7();
+    MediaRecord {
+        id,
+        user_id,
+        kind,
+        content_type: "image/png".into(),
+        size_bytes: 1234,
+        storage_key: format!("media/{user_id}/{id}.png"),
+        generation_id: Some(Uuid::now_v7()),
+        created_at: now(),
+    }
+}
+
+pub async fn media_round_trip(store: Arc<dyn Store>) {
+    let user = store.create_user(new_user("m@example.com", Role::User)).await.unwrap();
+    let a = media(user.id, MediaKind::Image);
+    let b = MediaRecord { generation_id: None, ..media(user.id, MediaKind::Upload) };
+    store.insert_media(&a).await.unwrap();
+    store.insert_media(&b).await.unwrap();
+    assert_eq!(store.media(a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.media(b.id).await.unwrap(), Some(b.clone()));
+    assert_eq!(store.media(Uuid::now_v7()).await.unwrap(), None);
+    let mut keys = store.user_media_keys(user.id).await.unwrap();
+    keys.sort();
+    let mut expected = vec![a.storage_key, b.storage_key];
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+fn generation(user_id: Uuid, kind: GenerationKind, cost_usd: f64) -> GenerationRecord {
+    GenerationRecord {
+        id: Uuid::now_v7(),
+        user_id,
+        kind,
+        model_requested: "m/requested".into(),
+        model_served: Some("m/served".into()),
+        status: GenerationStatus::Succeeded,
+        prompt_tokens: 12,
+        completion_tokens: 34,
+        cost_nanousd: usd_to_nanos(cost_usd),
+        latency_ms: 56,
+        error: None,
+        summary: "a prompt".into(),
+        conversation_id: None,
+        media_ids: vec![Uuid::now_v7(), Uuid::now_v7()],
+        created_at: now(),
+    }
+}
+
+pub async fn generations_are_recorded_in_batches_and_paged(store: Arc<dyn Store>) {
+    let user = store.create_user(new_user("g@example.com", Role::User)).await.unwrap();
+    let other = store.create_user(new_user("o@example.com", Role::User)).await.unwrap();
+    let kinds = [GenerationKind::Chat, GenerationKind::Image, GenerationKind::Chat, GenerationKind::Video];
+    let mut batch: Vec<GenerationRecord> = kinds.iter().map(|k| generation(user.id, *k, 0.000_123)).collect();
+    batch[1].status = GenerationStatus::Failed;
+    batch[1].error = Some("boom".into());
+    batch[1].model_served = None;
+    batch[2].conversation_id = Some(Uuid::now_v7());
+    batch[2].media_ids.clear();
+    batch.push(generation(other.id, GenerationKind::Text, 1.0));
+    store.record_generations(&batch).await.unwrap();
+    store.record_generations(&[]).await.unwrap();
+
+    let query = |kind, before, limit| GenerationQuery { user_id: user.id, kind, before, limit };
+    let (all, more) = store.generations(&query(None, None, 10)).await.unwrap();
+    assert!(!more);
+    let mut expected: Vec<GenerationRecord> = batch[..4].to_vec();
+    expected.reverse();
+    assert_eq!(all, expected, "newest first, every field round-trips");
+    assert_eq!(nanos_to_usd(all[0].cost_nanousd), 0.000_123);
+
+    let (chats, _) = store.generations(&query(Some(GenerationKind::Chat), None, 10)).await.unwrap();
+    assert_eq!(chats.len(), 2);
+    let (page1, more) = store.generations(&query(None, None, 3)).await.unwrap();
+    assert!(more);
+    let (page2, more) = store.generations(&query(None, Some(page1[2].id), 3)).await.unwrap();
+    assert!(!more);
+    assert_eq!(page2, vec![batch[0].clone()]);
+}
+
+fn job(user_id: Uuid, at: DateTime<Utc>) -> VideoJob {
+    VideoJob {
+        id: Uuid::now_v7(),
+        user_id,
+        generation_id: Uuid::now_v7(),
+        model: "m/video".into(),
+        prompt: "waves".into(),
+        params: r#"{"duration":4}"#.into(),
+        upstream_id: "up123".into(),
+        polling_url: Some("/api/v1/videos/up123".into()),
+        status: JobStatus::Pending,
+        error: None,
+        media_id: None,
+        cost_nanousd: None,
+        polls: 0,
+        next_poll_at: at,
+        created_at: at,
+        updated_at: at,
+        finished_at: None,
+    }
+}
+
+pub async fn video_jobs_are_leased_and_finished_once(store: Arc<dyn Store>) {
+    let user = store.create_user(new_user("v@example.com", Role::User)).await.unwrap();
+    let t = now();
+    let j = job(user.id, t);
+    store.create_video_job(&j).await.unwrap();
+    assert_eq!(store.video_job(j.id).await.unwrap(), Some(j.clone()));
+    assert_eq!(store.video_jobs(user.id, 10).await.unwrap(), vec![j.clone()]);
+
+    let lease = t + Duration::seconds(30);
+    let claimed = store.claim_video_jobs("a", t, lease, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [j.id]);
+    assert!(store.claim_video_jobs("b", t, lease, 10).await.unwrap().is_empty(), "leased to a");
+
+    // B cannot write A's progress; A can, which releases the lease.
+    let progress = |owner: &str, polls, next| JobProgress {
+        id: j.id,
+        owner: owner.into(),
+        status: JobStatus::InProgress,
+        polls,
+        next_poll_at: next,
+        now: t,
+    };
+    assert!(!store.update_video_job(&progress("b", 1, t)).await.unwrap());
+    assert!(store.update_video_job(&progress("a", 1, t + Duration::seconds(5))).await.unwrap());
+    let stored = store.video_job(j.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.polls), (JobStatus::InProgress, 1));
+    assert!(store.claim_video_jobs("b", t, lease, 10).await.unwrap().is_empty(), "not due yet");
+    let later = t + Duration::seconds(6);
+    assert_eq!(store.claim_video_jobs("b", later, later + Duration::seconds(30), 10).await.unwrap().len(), 1);
+    // B crashes holding the lease; once it runs out, A takes over.
+    let after_lease = later + Duration::seconds(31);
+    assert_eq!(store.claim_video_jobs("a", after_lease, after_lease + Duration::seconds(30), 10).await.unwrap().len(), 1);
+
+    let outcome = JobOutcome {
+        id: j.id,
+        status: JobStatus::Completed,
+        error: None,
+        media_id: Some(Uuid::now_v7()),
+        cost_nanousd: Some(usd_to_nanos(0.2)),
+        now: after_lease,
+    };
+    assert!(store.finish_video_job(&outcome).await.unwrap(), "the first finisher wins");
+    assert!(!store.finish_video_job(&outcome).await.unwrap(), "and only the first");
+    assert!(!store.finish_video_job(&JobOutcome { status: JobStatus::Failed, ..outcome.clone() }).await.unwrap());
+    let done = store.video_job(j.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.media_id, done.cost_nanousd), (JobStatus::Completed, outcome.media_id, outcome.cost_nanousd));
+    assert!(done.finished_at.is_some());
+    let far = after_lease + Duration::days(1);
+    assert!(store.claim_video_jobs("a", far, far, 10).await.unwrap().is_empty(), "finished jobs are never claimed");
+    assert!(!store.update_video_job(&progress("a", 9, far)).await.unwrap(), "nor updated");
+}
+
+pub async fn deleting_a_user_removes_their_content(store: Arc<dyn Store>) {
+    let user = store.create_user(new_user("d@example.com", Role::User)).await.unwrap();
+    let c = conversation(user.id, "c", now());
+    store.create_conversation(&c).await.unwrap();
+    store.add_messages(c.id, &[message(c.id, "user", "hi", now())], None, now()).await.unwrap();
+    let m = media(user.id, MediaKind::Image);
+    store.insert_media(&m).await.unwrap();
+    let j = job(user.id, now());
+    store.create_video_job(&j).await.unwrap();
+    let g = generation(user.id, GenerationKind::Chat, 0.5);
+    store.record_generations(std::slice::from_ref(&g)).await.unwrap();
+
+    store.delete_user(user.id).await.unwrap();
+    assert!(store.conversation(user.id, c.id).await.unwrap().is_none());
+    assert!(store.messages(c.id).await.unwrap().is_empty());
+    assert!(store.media(m.id).await.unwrap().is_none());
+    assert!(store.video_job(j.id).await.unwrap().is_none());
+    let (kept, _) = store.generations(&GenerationQuery { user_id: user.id, kind: None, before: None, limit: 10 }).await.unwrap();
+    assert_eq!(kept, vec![g], "usage records stay for accounting");
 }

@@ -8,6 +8,7 @@
 //! run the [`conformance`] suite.
 
 mod error;
+mod generation;
 mod model;
 mod url;
 
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::{StoreError, StoreResult};
+pub use generation::*;
 pub use model::*;
 pub use url::{DatabaseUrl, DatabaseUrlError};
 
@@ -41,6 +43,11 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the secret stored under `name`, storing `candidate` first if there is none.
     /// Concurrent callers (or instances) all get the same value.
     async fn secret_get_or_init(&self, name: &str, candidate: &[u8]) -> StoreResult<Vec<u8>>;
+
+    /// A server-wide setting (JSON text) changed at run time, e.g. the model allow-list.
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+
+    async fn set_setting(&self, name: &str, value: &str, now: DateTime<Utc>) -> StoreResult<()>;
 
     // ---- users ----
 
@@ -75,8 +82,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::LastAdmin`] to demote the only admin. Setting the current role is a no-op.
     async fn set_role(&self, id: Uuid, role: Role, now: DateTime<Utc>) -> StoreResult<User>;
 
-    /// Deletes the user and their refresh tokens. Refuses with [`StoreError::LastAdmin`]
-    /// to delete the only admin.
+    /// Deletes the user with their refresh tokens, conversations, media records and
+    /// video jobs (usage records stay, for accounting). Refuses with
+    /// [`StoreError::LastAdmin`] to delete the only admin.
     async fn delete_user(&self, id: Uuid) -> StoreResult<()>;
 
     async fn count_users_by_role(&self) -> StoreResult<Vec<(Role, u64)>>;
@@ -113,4 +121,84 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts `login` and `login_failed` audit events since `since`.
     async fn login_counts_since(&self, since: DateTime<Utc>) -> StoreResult<LoginCounts>;
+
+    // ---- conversations ----
+
+    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()>;
+
+    /// A page of the user's conversations, most recently active first, and whether
+    /// more follow.
+    async fn conversations(&self, query: &ConversationQuery) -> StoreResult<(Vec<Conversation>, bool)>;
+
+    /// The conversation if it exists and belongs to the user.
+    async fn conversation(&self, user_id: Uuid, id: Uuid) -> StoreResult<Option<Conversation>>;
+
+    /// Its messages, oldest first.
+    async fn messages(&self, conversation_id: Uuid) -> StoreResult<Vec<ChatMessage>>;
+
+    /// Appends messages and marks the conversation active (`updated_at`, `model`).
+    async fn add_messages(
+        &self,
+        conversation_id: Uuid,
+        messages: &[ChatMessage],
+        model: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Fails with [`StoreError::NotFound`] unless it exists and belongs to the user.
+    async fn rename_conversation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        title: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Conversation>;
+
+    /// Deletes it with its messages; [`StoreError::NotFound`] as for renaming.
+    async fn delete_conversation(&self, user_id: Uuid, id: Uuid) -> StoreResult<()>;
+
+    // ---- media ----
+
+    async fn insert_media(&self, media: &MediaRecord) -> StoreResult<()>;
+
+    async fn media(&self, id: Uuid) -> StoreResult<Option<MediaRecord>>;
+
+    /// Storage keys of everything the user owns, to remove the bytes with the account.
+    async fn user_media_keys(&self, user_id: Uuid) -> StoreResult<Vec<String>>;
+
+    // ---- usage ----
+
+    /// Appends usage records in one batch.
+    async fn record_generations(&self, records: &[GenerationRecord]) -> StoreResult<()>;
+
+    /// A page of the user's generations, newest first, and whether more follow.
+    async fn generations(&self, query: &GenerationQuery) -> StoreResult<(Vec<GenerationRecord>, bool)>;
+
+    // ---- video jobs ----
+
+    async fn create_video_job(&self, job: &VideoJob) -> StoreResult<()>;
+
+    async fn video_job(&self, id: Uuid) -> StoreResult<Option<VideoJob>>;
+
+    /// The user's most recent jobs, newest first.
+    async fn video_jobs(&self, user_id: Uuid, limit: u32) -> StoreResult<Vec<VideoJob>>;
+
+    /// Leases up to `limit` unfinished jobs that are due (`next_poll_at <= now`) and
+    /// not leased by anyone else (or whose lease has run out) to `owner` until
+    /// `lease_until`. A job is leased by at most one owner at a time.
+    async fn claim_video_jobs(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<VideoJob>>;
+
+    /// Records a non-terminal step and releases the lease. `false` if `owner` does not
+    /// hold the lease any more or the job has finished.
+    async fn update_video_job(&self, progress: &JobProgress) -> StoreResult<bool>;
+
+    /// Moves an unfinished job to its terminal state. `true` for exactly one caller per
+    /// job: whoever sees `true` records its cost.
+    async fn finish_video_job(&self, outcome: &JobOutcome) -> StoreResult<bool>;
 }
