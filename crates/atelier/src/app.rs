@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::jwt::AccessTokens;
@@ -25,6 +26,12 @@ use crate::error::{ApiError, StartupError};
 use crate::service::accounts::{Accounts, Bootstrap, SessionPolicy};
 use crate::service::admin::AdminService;
 use crate::service::audit::Audit;
+use crate::service::catalog::ModelCatalog;
+use crate::service::chat::ChatService;
+use crate::service::generate::Generator;
+use crate::service::media::MediaLibrary;
+use crate::service::usage::UsageRecorder;
+use crate::service::video::VideoService;
 use crate::{api, config};
 
 /// Largest JSON body accepted.
@@ -55,6 +62,24 @@ pub struct App {
     pub accounts: Accounts,
     /// Statistics and maintenance for administrators.
     pub admin: AdminService,
+    /// The models on offer and the admins' allow-list.
+    pub catalog: Arc<ModelCatalog>,
+    /// Conversations and chat.
+    pub chat: ChatService,
+    /// One-shot text and image generation, and the history.
+    pub generator: Generator,
+    /// Video jobs and their background worker.
+    pub videos: VideoService,
+    /// Generated and uploaded media.
+    pub media: MediaLibrary,
+    /// Background tasks (usage writer, video worker, stream relays), awaited at shutdown.
+    background: Background,
+}
+
+/// Tasks that outlive a request, and the signal that stops them.
+struct Background {
+    tracker: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl App {
@@ -129,12 +154,81 @@ impl App {
         );
 
         let admin = AdminService::new(Arc::clone(&store), audit);
+
+        let background = Background {
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        };
+        let usage = UsageRecorder::start(Arc::clone(&store), &background.tracker, background.stop.clone());
+        let client = upstream_client(&settings.upstream)?;
+        let catalog = Arc::new(
+            ModelCatalog::load(client.clone(), Arc::clone(&store), settings.upstream.models_cache_ttl)
+                .await
+                .map_err(|e| setup("the model catalog", anyhow::anyhow!("{e}")))?,
+        );
+        let objects = media_objects(&settings.media.dir)?;
+        let media = MediaLibrary::new(objects, Arc::clone(&store), settings.media.max_upload_bytes);
+        let chat = ChatService::new(
+            client.clone(),
+            Arc::clone(&store),
+            Arc::clone(&catalog),
+            usage.clone(),
+            background.tracker.clone(),
+        );
+        let generator = Generator::new(
+            client.clone(),
+            Arc::clone(&store),
+            Arc::clone(&catalog),
+            media.clone(),
+            usage.clone(),
+            settings.upstream.image_endpoint,
+        );
+        let videos = VideoService::new(
+            client.clone(),
+            Arc::clone(&store),
+            Arc::clone(&catalog),
+            media.clone(),
+            usage,
+            settings.video.clone(),
+        );
+        tracing::info!(
+            "upstream: {}{}; media in {}; {} model(s) allowed",
+            settings.upstream.base_url,
+            if client.is_configured() { "" } else { " (no API key: generation answers 503 until one is set)" },
+            settings.media.dir,
+            match catalog.allowed().len() {
+                0 => "all".to_owned(),
+                n => n.to_string(),
+            },
+        );
+
         Ok(AppState(Arc::new(App {
             settings,
             store,
             accounts,
             admin,
+            catalog,
+            chat,
+            generator,
+            videos,
+            media,
+            background,
         })))
+    }
+
+    /// Starts the workers that only a serving process runs (the video poller).
+    pub fn start_workers(&self) {
+        self.videos.start_worker(&self.background.tracker, self.background.stop.clone());
+    }
+
+    /// Stops background work: streams finish their bookkeeping, the video worker
+    /// ends its current step, queued usage records are written.
+    pub async fn shutdown(&self) {
+        self.background.stop.cancel();
+        self.background.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.background.tracker.wait()).await.is_err() {
+            tracing::warn!("background tasks still running after {SHUTDOWN_GRACE:?}");
+        }
     }
 
     /// Creates the admin named by `admin_email`/`admin_password`, if set and absent.
@@ -157,6 +251,34 @@ impl App {
 
 fn setup(what: &'static str, source: anyhow::Error) -> StartupError {
     StartupError::Setup { what, source }
+}
+
+/// The upstream client from the settings.
+fn upstream_client(settings: &config::UpstreamSettings) -> Result<atelier_openrouter::Client, StartupError> {
+    let base_url = settings
+        .base_url
+        .parse()
+        .map_err(|e| setup("the upstream client", anyhow::anyhow!("base_url: {e}")))?;
+    let mut config = atelier_openrouter::Config::new(base_url, settings.api_key.as_ref().map(|k| k.expose().to_owned()));
+    config.referer = settings.referer.clone();
+    config.title = settings.title.clone();
+    config.connect_timeout = settings.connect_timeout;
+    config.first_byte_timeout = settings.first_byte_timeout;
+    config.idle_timeout = settings.idle_timeout;
+    config.total_timeout = settings.total_timeout;
+    config.max_retries = settings.max_retries;
+    atelier_openrouter::Client::new(config).map_err(|e| setup("the upstream client", e.into()))
+}
+
+/// The media object store: a local folder, or memory for `memory:`.
+fn media_objects(dir: &str) -> Result<Arc<dyn object_store::ObjectStore>, StartupError> {
+    if dir == "memory:" {
+        return Ok(Arc::new(object_store::memory::InMemory::new()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| setup("the media folder", anyhow::anyhow!("{dir}: {e}")))?;
+    let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| setup("the media folder", anyhow::anyhow!("{dir}: {e}")))?;
+    Ok(Arc::new(local))
 }
 
 /// Chooses the backend from the URL's scheme.
@@ -193,7 +315,12 @@ async fn signing_key(
 
 /// The complete HTTP application: API, docs, fallbacks and middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = api::router();
+    // Two frames, base64-encoded in JSON (4/3), plus the other fields.
+    let upload_limit = usize::try_from(state.settings.media.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(3)
+        .saturating_add(BODY_LIMIT);
+    let (api, openapi) = api::router(upload_limit);
     let openapi_json = serde_json::to_string(&openapi).unwrap_or_else(|_| "{}".into());
     api.merge(api::docs::routes(openapi_json))
         .fallback(not_found)
@@ -227,6 +354,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    state.start_workers();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
@@ -241,6 +369,7 @@ pub async fn serve(
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
     }
+    state.shutdown().await;
     if let Err(e) = state.store.close().await {
         tracing::error!(error = %e, "final checkpoint failed");
     }

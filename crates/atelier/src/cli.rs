@@ -32,7 +32,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve,
+    Serve {
+        /// Answer with a built-in offline mock upstream instead of a real provider:
+        /// every feature works with no key and no internet, and every output is fake.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Print the effective configuration, secrets redacted.
@@ -108,8 +113,8 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let loaded = config::load(cli.config.as_deref())?;
     let settings = loaded.settings;
-    let command = cli.command.unwrap_or(Command::Serve);
-    let serving = matches!(command, Command::Serve);
+    let command = cli.command.unwrap_or(Command::Serve { demo: false });
+    let serving = matches!(command, Command::Serve { .. });
     // Commands print their results; the log only says what went wrong.
     let filter = if serving {
         settings.log_level.as_str()
@@ -149,7 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve => serve(settings).await,
+        Command::Serve { demo } => serve(settings, demo).await,
         Command::User(cmd) => {
             let state = App::build(settings).await?;
             let result = user_command(&state, cmd).await;
@@ -166,7 +171,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+async fn serve(mut settings: config::Settings, demo: bool) -> anyhow::Result<()> {
+    // Kept alive for as long as the server runs.
+    let _mock = if demo { Some(start_demo_upstream(&mut settings).await?) } else { None };
     let bind = settings.bind;
     let state = App::build(settings).await?;
     state.bootstrap_admin().await?;
@@ -177,6 +184,26 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     tracing::info!("http: listening on http://{addr} (API docs at http://{addr}/docs)");
     app::serve(state, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Starts the offline mock upstream on loopback and points the settings at it.
+async fn start_demo_upstream(settings: &mut config::Settings) -> anyhow::Result<atelier_mock_upstream::MockUpstream> {
+    let mock = atelier_mock_upstream::MockUpstream::start(atelier_mock_upstream::MockConfig {
+        token_delay: std::time::Duration::from_millis(25),
+        video_polls_per_state: 2,
+        ..atelier_mock_upstream::MockConfig::default()
+    })
+    .await?;
+    settings.upstream.base_url = mock.base_url();
+    settings.upstream.api_key = Some(config::Secret::new(mock.api_key()));
+    // Demo videos finish in seconds; poll accordingly.
+    settings.video.poll_min_interval = std::time::Duration::from_secs(1);
+    settings.video.poll_max_interval = std::time::Duration::from_secs(2);
+    tracing::warn!(
+        "DEMO MODE: answers come from a built-in mock upstream at {}; every output is fake and costs nothing",
+        mock.base_url()
+    );
+    Ok(mock)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -16,6 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Prefix of the environment variables that set keys.
 const ENV_PREFIX: &str = "ATELIER_";
+/// Variables with names of their own (conventional, or named in the docs).
+const ENV_ALIASES: &[(&str, &[&str])] = &[
+    ("OPENROUTER_API_KEY", &["upstream", "api_key"]),
+    ("OPENROUTER_BASE_URL", &["upstream", "base_url"]),
+    ("ATELIER_MEDIA_DIR", &["media", "dir"]),
+];
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "atelier.toml";
 
@@ -44,6 +50,9 @@ pub struct Settings {
     /// control; otherwise clients could pick their own address for login throttling).
     pub trust_proxy_headers: bool,
     pub auth: AuthSettings,
+    pub upstream: UpstreamSettings,
+    pub media: MediaSettings,
+    pub video: VideoSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +68,120 @@ impl Default for Settings {
             admin_password: None,
             trust_proxy_headers: false,
             auth: AuthSettings::default(),
+            upstream: UpstreamSettings::default(),
+            media: MediaSettings::default(),
+            video: VideoSettings::default(),
+        }
+    }
+}
+
+/// The model provider: OpenRouter or any OpenAI-compatible server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Base URL of the API (also `OPENROUTER_BASE_URL`).
+    pub base_url: String,
+    /// The operator's key (also `OPENROUTER_API_KEY`). Without one, generation
+    /// answers 503 `upstream_not_configured`.
+    pub api_key: Option<Secret>,
+    /// Attribution headers sent upstream (`HTTP-Referer`, `X-OpenRouter-Title`).
+    pub referer: Option<String>,
+    pub title: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Until the upstream starts answering.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// Longest silence in the middle of a streamed answer.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest whole request, streamed answers included.
+    #[serde(with = "humantime_serde")]
+    pub total_timeout: Duration,
+    /// Retries of transient failures (connection errors, 5xx, 429 with Retry-After),
+    /// only before anything was sent to the client.
+    pub max_retries: u32,
+    /// How long the model list is cached.
+    #[serde(with = "humantime_serde")]
+    pub models_cache_ttl: Duration,
+    /// How images are generated: `images` (the dedicated endpoint) or `chat` (chat
+    /// completions with `modalities`, for servers without `/images`).
+    pub image_endpoint: ImageEndpoint,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            base_url: "https://openrouter.ai/api/v1".into(),
+            api_key: None,
+            referer: None,
+            title: Some("atelier".into()),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(600),
+            max_retries: 2,
+            models_cache_ttl: Duration::from_secs(300),
+            image_endpoint: ImageEndpoint::Images,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageEndpoint {
+    Images,
+    Chat,
+}
+
+/// Generated images and videos, and uploaded frames.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSettings {
+    /// Folder for media (also `ATELIER_MEDIA_DIR`); `memory:` keeps it in memory.
+    pub dir: String,
+    /// Largest accepted image upload, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            dir: "./data/media".into(),
+            max_upload_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The background worker that follows video jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoSettings {
+    /// First wait between polls of a job; it doubles up to `poll_max_interval`.
+    #[serde(with = "humantime_serde")]
+    pub poll_min_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_max_interval: Duration,
+    /// How long one instance owns a job while polling it; another instance takes
+    /// over a job whose owner vanished once this has passed.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often the worker looks for due jobs.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// A job still unfinished after this long is given up as expired.
+    #[serde(with = "humantime_serde")]
+    pub max_job_age: Duration,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        VideoSettings {
+            poll_min_interval: Duration::from_secs(5),
+            poll_max_interval: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
+            tick: Duration::from_secs(1),
+            max_job_age: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -239,10 +362,13 @@ fn load_from(
     let mut env_keys = Vec::new();
     let mut overlay = toml::Table::new();
     for (var, value) in env {
-        let Some(key) = var.strip_prefix(ENV_PREFIX) else {
+        let path: Vec<String> = if let Some(alias) = ENV_ALIASES.iter().find(|(name, _)| *name == var) {
+            alias.1.iter().map(|s| (*s).to_owned()).collect()
+        } else if let Some(key) = var.strip_prefix(ENV_PREFIX) {
+            key.split("__").map(str::to_lowercase).collect()
+        } else {
             continue;
         };
-        let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
         // Only variables naming a known key or section are settings; others
         // (ATELIER_TEST_…, say) belong to someone else.
         if !defaults.contains_key(&path[0]) && !is_optional_key(&path[0]) {
@@ -283,6 +409,7 @@ fn is_optional_key(key: &str) -> bool {
 
 /// Reads `text` as the type the default value at `path` has; unset keys are strings.
 fn typed_env_value(defaults: &toml::Table, path: &[String], text: &str) -> Result<toml::Value, String> {
+    // Keys unset by default (secrets, optional names) are absent from the table: strings.
     let mut current: Option<&toml::Value> = None;
     let mut table = Some(defaults);
     for segment in path {
@@ -360,6 +487,13 @@ impl Settings {
         }
         if a.backoff_base_delay > a.backoff_max_delay {
             return invalid("auth.backoff_base_delay cannot exceed auth.backoff_max_delay".into());
+        }
+        if url::Url::parse(&self.upstream.base_url).is_err() {
+            return invalid(format!("upstream.base_url is not a URL: {:?}", self.upstream.base_url));
+        }
+        let v = &self.video;
+        if v.poll_min_interval.is_zero() || v.poll_min_interval > v.poll_max_interval || v.tick.is_zero() {
+            return invalid("video: need 0 < poll_min_interval <= poll_max_interval and tick > 0".into());
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::service::accounts::AccountError;
+use crate::service::generation_error::GenerationError;
+use atelier_openrouter::UpstreamError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,6 +101,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -177,6 +183,88 @@ impl From<AccountError> for ApiError {
             E::LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", message),
             E::Store(store) => store.into(),
             E::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<GenerationError> for ApiError {
+    fn from(err: GenerationError) -> Self {
+        let message = err.to_string();
+        match err {
+            GenerationError::Upstream(e) => e.into(),
+            GenerationError::ModelNotAllowed(_) => ApiError::new(StatusCode::FORBIDDEN, "model_not_allowed", message),
+            GenerationError::Invalid(_) => ApiError::unprocessable("invalid_request", message),
+            GenerationError::NotFound(_) => ApiError::not_found("not_found", message),
+            GenerationError::UploadTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large", message)
+            }
+            GenerationError::UnsupportedMedia(_) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", message)
+            }
+            GenerationError::Store(e) => e.into(),
+            GenerationError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// The upstream's failures in the caller's terms: its outage is ours (502), its
+/// slowness too (504), its rate limit is passed on, the operator's account problems
+/// are a 503, and a request the upstream found invalid keeps the upstream's words.
+impl From<UpstreamError> for ApiError {
+    fn from(err: UpstreamError) -> Self {
+        let unavailable = |m: String| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", m);
+        match err {
+            UpstreamError::NotConfigured => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_not_configured",
+                "no model provider key is configured on this server; ask the operator to set OPENROUTER_API_KEY",
+            ),
+            UpstreamError::Unreachable(detail) => {
+                tracing::warn!(%detail, "upstream unreachable");
+                unavailable("the model provider cannot be reached; try again shortly".into())
+            }
+            UpstreamError::Timeout(kind) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("the model provider did not answer in time ({kind:?})"),
+            ),
+            UpstreamError::Status { status, message, retry_after, .. } => match status {
+                400 | 422 => ApiError::new(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                    "invalid_request",
+                    message,
+                ),
+                401 => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_key_rejected",
+                    "the model provider refused this server's key; ask the operator to check it",
+                ),
+                402 => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_payment_required",
+                    "the model provider account is out of credits; ask the operator to top it up",
+                ),
+                403 => ApiError::new(StatusCode::FORBIDDEN, "upstream_refused", message),
+                404 => ApiError::not_found("model_unavailable", message),
+                413 => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "upstream_payload_too_large", message),
+                429 => ApiError::too_many_requests(
+                    "upstream_rate_limited",
+                    format!("the model provider is rate limiting: {message}"),
+                    retry_after.unwrap_or(Duration::from_secs(10)),
+                ),
+                408 | 504 | 524 => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the model provider timed out",
+                ),
+                _ => unavailable(format!("the model provider failed: {message}")),
+            },
+            UpstreamError::MidStream { message, .. } => unavailable(format!("the model provider failed: {message}")),
+            UpstreamError::InvalidResponse(detail) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_invalid_response",
+                format!("the model provider sent an invalid answer: {detail}"),
+            ),
         }
     }
 }

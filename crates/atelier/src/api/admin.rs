@@ -4,10 +4,10 @@ use atelier_store::Role;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::ClientOrigin;
+use super::extract::{ApiJson, ClientOrigin};
 use crate::app::AppState;
 use crate::auth::extract::AdminUser;
 use crate::error::{ApiError, ErrorBody};
@@ -143,4 +143,33 @@ pub async fn purge_tokens(
 ) -> Result<Json<PurgeResponse>, ApiError> {
     let purged = state.admin.purge_tokens(Some(admin.user_id), &origin).await?;
     Ok(Json(PurgeResponse { purged }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedModels {
+    /// Model ids users may use; empty means every model the upstream offers.
+    #[schema(example = json!(["openai/gpt-4o-mini", "google/gemini-2.5-flash-image"]))]
+    pub models: Vec<String>,
+}
+
+/// The model allow-list.
+#[utoipa::path(get, path = "/admin/models/allowed", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, description = "The allow-list (empty: all models)", body = AllowedModels),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
+pub async fn get_allowed_models(State(state): State<AppState>, _admin: AdminUser) -> Json<AllowedModels> {
+    Json(AllowedModels { models: state.catalog.allowed() })
+}
+
+/// Replace the model allow-list; an empty list allows every model.
+#[utoipa::path(put, path = "/admin/models/allowed", tag = "admin", security(("bearer" = [])), request_body = AllowedModels, responses(
+    (status = 200, description = "The new allow-list", body = AllowedModels),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
+pub async fn set_allowed_models(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiJson(body): ApiJson<AllowedModels>,
+) -> Result<Json<AllowedModels>, ApiError> {
+    let models = state.catalog.set_allowed(body.models).await?;
+    Ok(Json(AllowedModels { models }))
 }

@@ -1,15 +1,19 @@
 //! The REST API: the route table, and one module per area of the seed's tables.
 
 pub mod admin;
+pub mod ai;
 pub mod auth;
 pub mod docs;
 pub mod extract;
+pub mod generate;
 pub mod health;
+pub mod media;
 pub mod middleware;
 pub mod schema;
 pub mod users;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{InfoBuilder, OpenApi};
@@ -18,8 +22,11 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 
-/// Every REST route, with its OpenAPI description.
-fn api() -> OpenApiRouter<AppState> {
+/// Every REST route, with its OpenAPI description. `upload_limit` bounds the
+/// bodies of the routes that take image uploads.
+fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, from_image) = routes!(generate::generate_video_from_image);
+    let from_image = (schemas, paths, from_image.layer(DefaultBodyLimit::max(upload_limit)));
     OpenApiRouter::new()
         .routes(routes!(health::get_healthz))
         .routes(routes!(health::get_readyz))
@@ -34,11 +41,24 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::get_stats))
         .routes(routes!(admin::get_db_health))
         .routes(routes!(admin::purge_tokens))
+        .routes(routes!(admin::get_allowed_models, admin::set_allowed_models))
+        .routes(routes!(ai::list_models))
+        .routes(routes!(ai::chat))
+        .routes(routes!(ai::list_conversations))
+        .routes(routes!(ai::get_conversation, ai::rename_conversation, ai::delete_conversation))
+        .routes(routes!(generate::generate_text))
+        .routes(routes!(generate::generate_image))
+        .routes(routes!(generate::generate_video))
+        .routes(from_image)
+        .routes(routes!(generate::list_jobs))
+        .routes(routes!(generate::get_job))
+        .routes(routes!(generate::list_generations))
+        .routes(routes!(media::get_media))
 }
 
 /// The REST routes and the OpenAPI document describing them.
-pub fn router() -> (Router<AppState>, OpenApi) {
-    let (router, mut doc) = api().split_for_parts();
+pub fn router(upload_limit: usize) -> (Router<AppState>, OpenApi) {
+    let (router, mut doc) = api(upload_limit).split_for_parts();
     doc.info = InfoBuilder::new()
         .title("atelier")
         .version(env!("CARGO_PKG_VERSION"))
@@ -55,6 +75,8 @@ pub fn router() -> (Router<AppState>, OpenApi) {
                 "Accounts and sessions: register, log in, refresh, log out.",
             ),
             ("users", "Your profile, and user management for admins."),
+            ("ai", "Models and chat, with stored conversations."),
+            ("generate", "Text, images and videos from a prompt; history; media."),
             ("admin", "Statistics and maintenance for admins."),
             ("health", "Probes for load balancers and orchestrators."),
         ]
@@ -77,5 +99,5 @@ pub fn router() -> (Router<AppState>, OpenApi) {
 
 /// The OpenAPI document alone, e.g. for the snapshot test.
 pub fn openapi() -> OpenApi {
-    router().1
+    router(0).1
 }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::Origin;
+use super::{Origin, chrono_duration};
 use super::audit::{Audit, Entry, Event};
 use crate::auth::jwt::{AccessTokens, Claims, TokenError};
 use crate::auth::password::PasswordHasher;
@@ -547,8 +547,4 @@ impl Accounts {
             .await;
         Ok(())
     }
-}
-
-fn chrono_duration(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

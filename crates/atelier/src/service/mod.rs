@@ -5,8 +5,21 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod catalog;
+pub mod chat;
+pub mod generate;
+pub mod generation_error;
+pub mod media;
+pub mod usage;
+pub mod video;
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// A std duration as a chrono one, saturating instead of failing.
+pub(crate) fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
 
 /// Where a request came from, for throttling and the audit log.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,478 @@
+//! Multi-turn chat with stored conversations, answered whole or streamed.
+//!
+//! The user's new messages are stored before the upstream is called, so they are
+//! kept whatever happens next. The answer is stored when it ends: `complete`,
+//! `failed` (with what arrived before the failure) or `aborted` (the client went
+//! away; the upstream request is dropped at once, which cancels it). Every
+//! outcome is a usage record.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use atelier_openrouter::{ChatRequest, ChatStream, Client, Message, StreamEvent, UpstreamError, Usage};
+use atelier_store::{
+    ChatMessage, Conversation, ConversationQuery, GenerationKind, GenerationRecord, GenerationStatus,
+    MessageStatus, Store, usd_to_nanos,
+};
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::catalog::ModelCatalog;
+use super::generation_error::GenerationError;
+use super::usage::UsageRecorder;
+
+const MAX_MESSAGES: usize = 500;
+const MAX_CONTENT_CHARS: usize = 200_000;
+const MAX_TITLE_CHARS: usize = 200;
+
+/// A message as the client sends it.
+#[derive(Debug, Clone)]
+pub struct InputMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatInput {
+    pub model: String,
+    /// With a conversation: the new messages (usually one). Without: the whole
+    /// context of a new conversation.
+    pub messages: Vec<InputMessage>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub conversation_id: Option<Uuid>,
+}
+
+/// Tokens and cost of one answer.
+#[derive(Debug, Clone, Default)]
+pub struct UsageSummary {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: Option<f64>,
+}
+
+impl From<&Usage> for UsageSummary {
+    fn from(u: &Usage) -> Self {
+        UsageSummary {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_usd: u.cost,
+        }
+    }
+}
+
+/// A whole answer.
+#[derive(Debug)]
+pub struct ChatReply {
+    pub conversation_id: Uuid,
+    pub message: ChatMessage,
+    /// The model that served it.
+    pub model: String,
+    pub usage: UsageSummary,
+}
+
+/// What a streaming client receives after the start.
+#[derive(Debug)]
+pub enum ChatEvent {
+    Delta(String),
+    Done {
+        message: ChatMessage,
+        model: String,
+        finish_reason: Option<String>,
+        usage: UsageSummary,
+    },
+    Failed {
+        message_id: Uuid,
+        error: GenerationError,
+    },
+}
+
+/// A started stream.
+pub struct ChatStreamStart {
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    pub events: mpsc::Receiver<ChatEvent>,
+}
+
+#[derive(Clone)]
+pub struct ChatService {
+    client: Client,
+    store: Arc<dyn Store>,
+    catalog: Arc<ModelCatalog>,
+    usage: UsageRecorder,
+    tracker: TaskTracker,
+}
+
+/// A request ready to send, its conversation stored.
+struct Prepared {
+    user_id: Uuid,
+    conversation: Conversation,
+    request: ChatRequest,
+    summary: String,
+    started: Instant,
+}
+
+impl ChatService {
+    pub fn new(
+        client: Client,
+        store: Arc<dyn Store>,
+        catalog: Arc<ModelCatalog>,
+        usage: UsageRecorder,
+        tracker: TaskTracker,
+    ) -> Self {
+        ChatService { client, store, catalog, usage, tracker }
+    }
+
+    pub async fn complete(&self, user_id: Uuid, input: ChatInput) -> Result<ChatReply, GenerationError> {
+        let prepared = self.prepare(user_id, input).await?;
+        match self.client.chat(&prepared.request).await {
+            Ok(response) => {
+                let usage = response.usage.as_ref().map(UsageSummary::from).unwrap_or_default();
+                let served = Some(response.model.clone()).filter(|m| !m.is_empty());
+                let message = self
+                    .finish(&prepared, response.text(), MessageStatus::Complete, served.clone(), None, &usage)
+                    .await?;
+                Ok(ChatReply {
+                    conversation_id: prepared.conversation.id,
+                    message,
+                    model: served.unwrap_or_else(|| prepared.request.model.clone()),
+                    usage,
+                })
+            }
+            Err(e) => {
+                self.finish(&prepared, String::new(), MessageStatus::Failed, None, Some(&e), &UsageSummary::default())
+                    .await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Starts a streamed answer. Errors before the upstream starts answering are
+    /// returned (and can become an HTTP status); later ones arrive as events.
+    pub async fn stream(&self, user_id: Uuid, input: ChatInput) -> Result<ChatStreamStart, GenerationError> {
+        let prepared = self.prepare(user_id, input).await?;
+        let upstream = match self.client.chat_stream(&prepared.request).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.finish(&prepared, String::new(), MessageStatus::Failed, None, Some(&e), &UsageSummary::default())
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let message_id = Uuid::now_v7();
+        let conversation_id = prepared.conversation.id;
+        let service = self.clone();
+        self.tracker
+            .spawn(async move { service.relay(prepared, message_id, upstream, tx).await });
+        Ok(ChatStreamStart {
+            conversation_id,
+            message_id,
+            events: rx,
+        })
+    }
+
+    async fn relay(&self, prepared: Prepared, message_id: Uuid, mut upstream: ChatStream, tx: mpsc::Sender<ChatEvent>) {
+        let mut text = String::new();
+        let (mut finish_reason, mut usage, mut served) = (None, None, None);
+        let mut deltas = 0u64;
+        let ending: Result<(), Option<UpstreamError>> = loop {
+            tokio::select! {
+                () = tx.closed() => break Err(None),
+                event = upstream.next() => match event {
+                    Some(Ok(StreamEvent::Done)) => break Ok(()),
+                    // Without [DONE], a finish reason or the usage shows the answer was whole.
+                    None if finish_reason.is_some() || usage.is_some() => break Ok(()),
+                    None => break Err(Some(UpstreamError::InvalidResponse(
+                        "the stream ended before the answer was complete".into(),
+                    ))),
+                    Some(Err(e)) => break Err(Some(e)),
+                    Some(Ok(StreamEvent::Chunk(chunk))) => {
+                        if !chunk.model.is_empty() {
+                            served = Some(chunk.model.clone());
+                        }
+                        if let Some(reason) = chunk.finish_reason() {
+                            finish_reason = Some(reason.to_owned());
+                        }
+                        if let Some(u) = &chunk.usage {
+                            usage = Some(UsageSummary::from(u));
+                        }
+                        let content = chunk.content();
+                        if !content.is_empty() {
+                            text.push_str(content);
+                            deltas += 1;
+                            if tx.send(ChatEvent::Delta(content.to_owned())).await.is_err() {
+                                break Err(None);
+                            }
+                        }
+                    }
+                },
+            }
+        };
+        // Dropping the stream closes the upstream connection: for an aborted answer
+        // that is the cancellation.
+        drop(upstream);
+        let usage = usage.unwrap_or(UsageSummary { completion_tokens: deltas, ..UsageSummary::default() });
+        let (status, error) = match &ending {
+            Ok(()) => (MessageStatus::Complete, None),
+            Err(None) => (MessageStatus::Aborted, None),
+            Err(Some(e)) => (MessageStatus::Failed, Some(e)),
+        };
+        let stored = self
+            .finish_with_id(&prepared, message_id, text, status, served.clone(), error, &usage)
+            .await;
+        let event = match (ending, stored) {
+            (Ok(()), Ok(message)) => ChatEvent::Done {
+                message,
+                model: served.unwrap_or_else(|| prepared.request.model.clone()),
+                finish_reason,
+                usage,
+            },
+            (Err(Some(e)), _) => ChatEvent::Failed { message_id, error: e.into() },
+            (_, Err(e)) => ChatEvent::Failed { message_id, error: e },
+            (Err(None), Ok(_)) => return,
+        };
+        let _ = tx.send(event).await;
+    }
+
+    async fn prepare(&self, user_id: Uuid, input: ChatInput) -> Result<Prepared, GenerationError> {
+        validate(&input)?;
+        self.catalog.check_allowed(&input.model)?;
+        let now = Utc::now();
+        let (conversation, mut history) = match input.conversation_id {
+            Some(id) => {
+                let conversation = self
+                    .store
+                    .conversation(user_id, id)
+                    .await?
+                    .ok_or(GenerationError::NotFound("conversation"))?;
+                let history: Vec<Message> = self
+                    .store
+                    .messages(id)
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.status == MessageStatus::Complete)
+                    .map(|m| Message::new(&m.role, m.content))
+                    .collect();
+                (conversation, history)
+            }
+            None => {
+                let conversation = Conversation {
+                    id: Uuid::now_v7(),
+                    user_id,
+                    title: title_from(&input.messages),
+                    model: Some(input.model.clone()),
+                    created_at: now,
+                    updated_at: now,
+                };
+                self.store.create_conversation(&conversation).await?;
+                (conversation, Vec::new())
+            }
+        };
+        let new: Vec<ChatMessage> = input
+            .messages
+            .iter()
+            .map(|m| ChatMessage {
+                id: Uuid::now_v7(),
+                conversation_id: conversation.id,
+                role: m.role.clone(),
+                content: m.content.clone(),
+                status: MessageStatus::Complete,
+                model: None,
+                error: None,
+                created_at: now,
+            })
+            .collect();
+        self.store.add_messages(conversation.id, &new, Some(&input.model), now).await?;
+        history.extend(input.messages.iter().map(|m| Message::new(&m.role, m.content.clone())));
+        let summary = input
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| excerpt(&m.content, 200))
+            .unwrap_or_default();
+        Ok(Prepared {
+            user_id,
+            conversation,
+            request: ChatRequest {
+                model: input.model,
+                messages: history,
+                temperature: input.temperature,
+                max_tokens: input.max_tokens,
+                ..ChatRequest::default()
+            },
+            summary,
+            started: Instant::now(),
+        })
+    }
+
+    async fn finish(
+        &self,
+        prepared: &Prepared,
+        text: String,
+        status: MessageStatus,
+        served: Option<String>,
+        error: Option<&UpstreamError>,
+        usage: &UsageSummary,
+    ) -> Result<ChatMessage, GenerationError> {
+        self.finish_with_id(prepared, Uuid::now_v7(), text, status, served, error, usage).await
+    }
+
+    /// Stores the assistant's message and the usage record.
+    #[expect(clippy::too_many_arguments, reason = "the parts of one outcome")]
+    async fn finish_with_id(
+        &self,
+        prepared: &Prepared,
+        message_id: Uuid,
+        text: String,
+        status: MessageStatus,
+        served: Option<String>,
+        error: Option<&UpstreamError>,
+        usage: &UsageSummary,
+    ) -> Result<ChatMessage, GenerationError> {
+        let now = Utc::now();
+        let message = ChatMessage {
+            id: message_id,
+            conversation_id: prepared.conversation.id,
+            role: "assistant".into(),
+            content: text,
+            status,
+            model: served.clone().or_else(|| Some(prepared.request.model.clone())),
+            error: error.map(ToString::to_string),
+            created_at: now,
+        };
+        self.usage
+            .record(GenerationRecord {
+                id: message_id,
+                user_id: prepared.user_id,
+                kind: GenerationKind::Chat,
+                model_requested: prepared.request.model.clone(),
+                model_served: served,
+                status: match status {
+                    MessageStatus::Complete => GenerationStatus::Succeeded,
+                    MessageStatus::Failed => GenerationStatus::Failed,
+                    MessageStatus::Aborted => GenerationStatus::Aborted,
+                },
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost_nanousd: usage.cost_usd.map_or(0, usd_to_nanos),
+                latency_ms: u64::try_from(prepared.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                error: message.error.clone(),
+                summary: prepared.summary.clone(),
+                conversation_id: Some(prepared.conversation.id),
+                media_ids: Vec::new(),
+                created_at: now,
+            })
+            .await;
+        self.store
+            .add_messages(prepared.conversation.id, std::slice::from_ref(&message), None, now)
+            .await?;
+        Ok(message)
+    }
+
+    // ---- conversations ----
+
+    pub async fn conversations(&self, query: &ConversationQuery) -> Result<(Vec<Conversation>, bool), GenerationError> {
+        Ok(self.store.conversations(query).await?)
+    }
+
+    pub async fn conversation(&self, user_id: Uuid, id: Uuid) -> Result<(Conversation, Vec<ChatMessage>), GenerationError> {
+        let conversation = self
+            .store
+            .conversation(user_id, id)
+            .await?
+            .ok_or(GenerationError::NotFound("conversation"))?;
+        let messages = self.store.messages(id).await?;
+        Ok((conversation, messages))
+    }
+
+    pub async fn rename(&self, user_id: Uuid, id: Uuid, title: &str) -> Result<Conversation, GenerationError> {
+        let title = title.trim();
+        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+            return Err(GenerationError::Invalid(format!("title must have 1 to {MAX_TITLE_CHARS} characters")));
+        }
+        self.store
+            .rename_conversation(user_id, id, title, Utc::now())
+            .await
+            .map_err(not_found_as("conversation"))
+    }
+
+    pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<(), GenerationError> {
+        self.store
+            .delete_conversation(user_id, id)
+            .await
+            .map_err(not_found_as("conversation"))
+    }
+}
+
+fn not_found_as(what: &'static str) -> impl Fn(atelier_store::StoreError) -> GenerationError {
+    move |e| match e {
+        atelier_store::StoreError::NotFound => GenerationError::NotFound(what),
+        other => other.into(),
+    }
+}
+
+fn validate(input: &ChatInput) -> Result<(), GenerationError> {
+    let invalid = |m: String| Err(GenerationError::Invalid(m));
+    if input.model.trim().is_empty() || input.model.len() > 200 {
+        return invalid("model must be a model id, e.g. openai/gpt-4o-mini".into());
+    }
+    if input.messages.is_empty() || input.messages.len() > MAX_MESSAGES {
+        return invalid(format!("messages must have 1 to {MAX_MESSAGES} entries"));
+    }
+    for (i, m) in input.messages.iter().enumerate() {
+        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            return invalid(format!("messages[{i}].role must be system, user or assistant"));
+        }
+        if m.content.trim().is_empty() || m.content.chars().count() > MAX_CONTENT_CHARS {
+            return invalid(format!("messages[{i}].content must have 1 to {MAX_CONTENT_CHARS} characters"));
+        }
+    }
+    if input.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return invalid("temperature must be between 0 and 2".into());
+    }
+    if input.max_tokens.is_some_and(|t| t == 0 || t > 1_000_000) {
+        return invalid("max_tokens must be between 1 and 1000000".into());
+    }
+    Ok(())
+}
+
+/// A conversation's title: the start of its first user message.
+fn title_from(messages: &[InputMessage]) -> String {
+    messages
+        .iter()
+        .find(|m| m.role == "user")
+        .map(|m| excerpt(&m.content, 60))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "New chat".into())
+}
+
+/// The first `max` characters of the text on one line, with an ellipsis if cut.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_and_excerpts_are_one_short_line() {
+        assert_eq!(excerpt("  hello\n\n world  ", 60), "hello world");
+        assert_eq!(excerpt(&"a".repeat(100), 10), format!("{}…", "a".repeat(9)));
+        let messages = vec![
+            InputMessage { role: "system".into(), content: "be terse".into() },
+            InputMessage { role: "user".into(), content: "Plan a trip\nto Lisbon".into() },
+        ];
+        assert_eq!(title_from(&messages), "Plan a trip to Lisbon");
+    }
+}
