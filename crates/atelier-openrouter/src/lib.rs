@@ -365,7 +365,9 @@ async fn read_json<T: DeserializeOwned>(response: Response, deadline: Instant) -
     let bytes = read_body(response, deadline).await?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
-    let is_error = value.get("error").is_some_and(|e| !e.is_null())
+    // An error envelope has an error *object*; a failed video job has an `error`
+    // string beside its other fields, and is a valid answer.
+    let is_error = value.get("error").is_some_and(serde_json::Value::is_object)
         && value.get("choices").is_none()
         && value.get("data").is_none();
     if is_error {

@@ -369,3 +369,28 @@ async fn key_info() {
     assert_eq!(info.is_free_tier, Some(false));
     assert!(info.label.is_some_and(|l| l.contains("...")));
 }
+
+#[tokio::test]
+async fn a_failed_video_job_is_an_answer_not_an_error() {
+    let (_mock, client) = setup(MockConfig::default()).await;
+    let job = client
+        .submit_video(&VideoRequest {
+            model: "mock/video-fail".into(),
+            prompt: Some("x".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+    let mut polled = client
+        .poll_video(&job.id, job.polling_url.as_deref())
+        .await
+        .expect("poll");
+    while !polled.status.is_terminal() {
+        polled = client
+            .poll_video(&job.id, job.polling_url.as_deref())
+            .await
+            .expect("poll");
+    }
+    assert_eq!(polled.status, VideoStatus::Failed);
+    assert!(polled.error.is_some_and(|e| e.contains("on purpose")));
+}

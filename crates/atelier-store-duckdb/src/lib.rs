@@ -318,7 +318,9 @@ impl Store for DuckDbStore {
 
     async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
         let c = conversation.clone();
-        self.conns.write(move |tx| studio::create_conversation(tx, &c)).await
+        self.conns
+            .write(move |tx| studio::create_conversation(tx, &c))
+            .await
     }
 
     async fn conversations(&self, query: &ConversationQuery) -> StoreResult<(Vec<Conversation>, bool)> {
@@ -327,11 +329,15 @@ impl Store for DuckDbStore {
     }
 
     async fn conversation(&self, user_id: Uuid, id: Uuid) -> StoreResult<Option<Conversation>> {
-        self.conns.read(move |c| studio::conversation(c, user_id, id)).await
+        self.conns
+            .read(move |c| studio::conversation(c, user_id, id))
+            .await
     }
 
     async fn messages(&self, conversation_id: Uuid) -> StoreResult<Vec<ChatMessage>> {
-        self.conns.read(move |c| studio::messages(c, conversation_id)).await
+        self.conns
+            .read(move |c| studio::messages(c, conversation_id))
+            .await
     }
 
     async fn add_messages(
@@ -376,7 +382,9 @@ impl Store for DuckDbStore {
     }
 
     async fn user_media_keys(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
-        self.conns.read(move |c| studio::user_media_keys(c, user_id)).await
+        self.conns
+            .read(move |c| studio::user_media_keys(c, user_id))
+            .await
     }
 
     async fn record_generations(&self, records: &[GenerationRecord]) -> StoreResult<()> {

@@ -46,7 +46,10 @@ pub(crate) fn create_conversation(tx: &Connection, c: &Conversation) -> StoreRes
     .map_err(sql::err)
 }
 
-pub(crate) fn conversations(conn: &Connection, q: &ConversationQuery) -> StoreResult<(Vec<Conversation>, bool)> {
+pub(crate) fn conversations(
+    conn: &Connection,
+    q: &ConversationQuery,
+) -> StoreResult<(Vec<Conversation>, bool)> {
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ? \
@@ -73,7 +76,10 @@ pub(crate) fn conversation(conn: &Connection, user_id: Uuid, id: Uuid) -> StoreR
     conn.prepare_cached(&format!(
         "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND user_id = ?"
     ))
-    .and_then(|mut s| s.query_row([id.to_string(), user_id.to_string()], conversation_row).optional())
+    .and_then(|mut s| {
+        s.query_row([id.to_string(), user_id.to_string()], conversation_row)
+            .optional()
+    })
     .map_err(sql::err)?
     .map(into_conversation)
     .transpose()
@@ -102,18 +108,20 @@ pub(crate) fn messages(conn: &Connection, conversation_id: Uuid) -> StoreResult<
         })
         .map_err(sql::err)?;
     rows.into_iter()
-        .map(|(id, conversation_id, role, content, status, model, error, created)| {
-            Ok(ChatMessage {
-                id: sql::uuid(&id)?,
-                conversation_id: sql::uuid(&conversation_id)?,
-                role,
-                content,
-                status: status.parse().map_err(StoreError::backend)?,
-                model,
-                error,
-                created_at: sql::time(created)?,
-            })
-        })
+        .map(
+            |(id, conversation_id, role, content, status, model, error, created)| {
+                Ok(ChatMessage {
+                    id: sql::uuid(&id)?,
+                    conversation_id: sql::uuid(&conversation_id)?,
+                    role,
+                    content,
+                    status: status.parse().map_err(StoreError::backend)?,
+                    model,
+                    error,
+                    created_at: sql::time(created)?,
+                })
+            },
+        )
         .collect()
 }
 
@@ -239,18 +247,20 @@ pub(crate) fn media(conn: &Connection, id: Uuid) -> StoreResult<Option<MediaReco
             .optional()
         })
         .map_err(sql::err)?;
-    row.map(|(id, user_id, kind, content_type, size, key, generation_id, created)| {
-        Ok(MediaRecord {
-            id: sql::uuid(&id)?,
-            user_id: sql::uuid(&user_id)?,
-            kind: kind.parse().map_err(StoreError::backend)?,
-            content_type,
-            size_bytes: sql::count(size),
-            storage_key: key,
-            generation_id: generation_id.as_deref().map(sql::uuid).transpose()?,
-            created_at: sql::time(created)?,
-        })
-    })
+    row.map(
+        |(id, user_id, kind, content_type, size, key, generation_id, created)| {
+            Ok(MediaRecord {
+                id: sql::uuid(&id)?,
+                user_id: sql::uuid(&user_id)?,
+                kind: kind.parse().map_err(StoreError::backend)?,
+                content_type,
+                size_bytes: sql::count(size),
+                storage_key: key,
+                generation_id: generation_id.as_deref().map(sql::uuid).transpose()?,
+                created_at: sql::time(created)?,
+            })
+        },
+    )
     .transpose()
 }
 
@@ -273,7 +283,12 @@ fn timestamp(t: DateTime<Utc>) -> Value {
 pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) -> StoreResult<()> {
     let mut appender = tx.appender("generations").map_err(sql::err)?;
     for r in records {
-        let media_ids = r.media_ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        let media_ids = r
+            .media_ids
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         appender
             .append_row(duckdb::params![
                 r.id.to_string(),
@@ -297,7 +312,10 @@ pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) 
     appender.flush().map_err(sql::err)
 }
 
-pub(crate) fn generations(conn: &Connection, q: &GenerationQuery) -> StoreResult<(Vec<GenerationRecord>, bool)> {
+pub(crate) fn generations(
+    conn: &Connection,
+    q: &GenerationQuery,
+) -> StoreResult<(Vec<GenerationRecord>, bool)> {
     let mut filter = String::from("WHERE user_id = ?");
     let mut args = vec![q.user_id.to_string()];
     if let Some(kind) = q.kind {

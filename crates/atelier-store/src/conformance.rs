@@ -751,13 +751,29 @@ pub async fn auth_states_and_role_counts(store: Arc<dyn Store>) {
 
 pub async fn settings_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.setting("allowed_models").await.unwrap(), None);
-    store.set_setting("allowed_models", r#"["a"]"#, now()).await.unwrap();
-    store.set_setting("allowed_models", r#"["a","b"]"#, now()).await.unwrap();
-    assert_eq!(store.setting("allowed_models").await.unwrap().as_deref(), Some(r#"["a","b"]"#));
+    store
+        .set_setting("allowed_models", r#"["a"]"#, now())
+        .await
+        .unwrap();
+    store
+        .set_setting("allowed_models", r#"["a","b"]"#, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("allowed_models").await.unwrap().as_deref(),
+        Some(r#"["a","b"]"#)
+    );
 }
 
 fn conversation(user_id: Uuid, title: &str, at: DateTime<Utc>) -> Conversation {
-    Conversation { id: Uuid::now_v7(), user_id, title: title.into(), model: None, created_at: at, updated_at: at }
+    Conversation {
+        id: Uuid::now_v7(),
+        user_id,
+        title: title.into(),
+        model: None,
+        created_at: at,
+        updated_at: at,
+    }
 }
 
 fn message(conversation_id: Uuid, role: &str, content: &str, at: DateTime<Utc>) -> ChatMessage {
@@ -774,8 +790,14 @@ fn message(conversation_id: Uuid, role: &str, content: &str, at: DateTime<Utc>) 
 }
 
 pub async fn conversations_belong_to_their_user(store: Arc<dyn Store>) {
-    let ada = store.create_user(new_user("ada@example.com", Role::User)).await.unwrap();
-    let bob = store.create_user(new_user("bob@example.com", Role::User)).await.unwrap();
+    let ada = store
+        .create_user(new_user("ada@example.com", Role::User))
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(new_user("bob@example.com", Role::User))
+        .await
+        .unwrap();
     let t0 = now() - Duration::minutes(10);
     let first = conversation(ada.id, "first", t0);
     let second = conversation(ada.id, "second", t0 + Duration::minutes(1));
@@ -785,14 +807,38 @@ pub async fn conversations_belong_to_their_user(store: Arc<dyn Store>) {
     let mut failed = message(first.id, "assistant", "partial ans", t0 + Duration::minutes(3));
     failed.status = MessageStatus::Failed;
     failed.error = Some("upstream failed".into());
-    let msgs = vec![message(first.id, "user", "hello", t0 + Duration::minutes(2)), failed.clone()];
-    store.add_messages(first.id, &msgs, Some("m/one"), t0 + Duration::minutes(3)).await.unwrap();
+    let msgs = vec![
+        message(first.id, "user", "hello", t0 + Duration::minutes(2)),
+        failed.clone(),
+    ];
+    store
+        .add_messages(first.id, &msgs, Some("m/one"), t0 + Duration::minutes(3))
+        .await
+        .unwrap();
 
-    let (list, more) = store.conversations(&ConversationQuery { user_id: ada.id, limit: 10, offset: 0 }).await.unwrap();
+    let (list, more) = store
+        .conversations(&ConversationQuery {
+            user_id: ada.id,
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
     assert!(!more);
-    assert_eq!(list.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(), ["first", "second"], "most recent activity first");
+    assert_eq!(
+        list.iter().map(|c| c.title.as_str()).collect::<Vec<_>>(),
+        ["first", "second"],
+        "most recent activity first"
+    );
     assert_eq!(list[0].model.as_deref(), Some("m/one"));
-    let (page, more) = store.conversations(&ConversationQuery { user_id: ada.id, limit: 1, offset: 1 }).await.unwrap();
+    let (page, more) = store
+        .conversations(&ConversationQuery {
+            user_id: ada.id,
+            limit: 1,
+            offset: 1,
+        })
+        .await
+        .unwrap();
     assert_eq!((page.len(), more), (1, false));
     assert_eq!(page[0].title, "second");
 
@@ -803,16 +849,35 @@ pub async fn conversations_belong_to_their_user(store: Arc<dyn Store>) {
 
     // Bob sees none of it and cannot touch it.
     assert!(store.conversation(bob.id, first.id).await.unwrap().is_none());
-    assert!(matches!(store.rename_conversation(bob.id, first.id, "mine", now()).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_conversation(bob.id, first.id).await, Err(StoreError::NotFound)));
-    let (bobs, _) = store.conversations(&ConversationQuery { user_id: bob.id, limit: 10, offset: 0 }).await.unwrap();
+    assert!(matches!(
+        store.rename_conversation(bob.id, first.id, "mine", now()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_conversation(bob.id, first.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let (bobs, _) = store
+        .conversations(&ConversationQuery {
+            user_id: bob.id,
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
     assert!(bobs.is_empty());
 
-    let renamed = store.rename_conversation(ada.id, second.id, "renamed", now()).await.unwrap();
+    let renamed = store
+        .rename_conversation(ada.id, second.id, "renamed", now())
+        .await
+        .unwrap();
     assert_eq!(renamed.title, "renamed");
     store.delete_conversation(ada.id, first.id).await.unwrap();
     assert!(store.conversation(ada.id, first.id).await.unwrap().is_none());
-    assert!(store.messages(first.id).await.unwrap().is_empty(), "messages go with their conversation");
+    assert!(
+        store.messages(first.id).await.unwrap().is_empty(),
+        "messages go with their conversation"
+    );
 }
 
 fn media(user_id: Uuid, kind: MediaKind) -> MediaRecord {
@@ -830,9 +895,15 @@ fn media(user_id: Uuid, kind: MediaKind) -> MediaRecord {
 }
 
 pub async fn media_round_trip(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("m@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("m@example.com", Role::User))
+        .await
+        .unwrap();
     let a = media(user.id, MediaKind::Image);
-    let b = MediaRecord { generation_id: None, ..media(user.id, MediaKind::Upload) };
+    let b = MediaRecord {
+        generation_id: None,
+        ..media(user.id, MediaKind::Upload)
+    };
     store.insert_media(&a).await.unwrap();
     store.insert_media(&b).await.unwrap();
     assert_eq!(store.media(a.id).await.unwrap(), Some(a.clone()));
@@ -866,9 +937,20 @@ fn generation(user_id: Uuid, kind: GenerationKind, cost_usd: f64) -> GenerationR
 }
 
 pub async fn generations_are_recorded_in_batches_and_paged(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("g@example.com", Role::User)).await.unwrap();
-    let other = store.create_user(new_user("o@example.com", Role::User)).await.unwrap();
-    let kinds = [GenerationKind::Chat, GenerationKind::Image, GenerationKind::Chat, GenerationKind::Video];
+    let user = store
+        .create_user(new_user("g@example.com", Role::User))
+        .await
+        .unwrap();
+    let other = store
+        .create_user(new_user("o@example.com", Role::User))
+        .await
+        .unwrap();
+    let kinds = [
+        GenerationKind::Chat,
+        GenerationKind::Image,
+        GenerationKind::Chat,
+        GenerationKind::Video,
+    ];
     let mut batch: Vec<GenerationRecord> = kinds.iter().map(|k| generation(user.id, *k, 0.000_123)).collect();
     batch[1].status = GenerationStatus::Failed;
     batch[1].error = Some("boom".into());
@@ -879,7 +961,12 @@ pub async fn generations_are_recorded_in_batches_and_paged(store: Arc<dyn Store>
     store.record_generations(&batch).await.unwrap();
     store.record_generations(&[]).await.unwrap();
 
-    let query = |kind, before, limit| GenerationQuery { user_id: user.id, kind, before, limit };
+    let query = |kind, before, limit| GenerationQuery {
+        user_id: user.id,
+        kind,
+        before,
+        limit,
+    };
     let (all, more) = store.generations(&query(None, None, 10)).await.unwrap();
     assert!(!more);
     let mut expected: Vec<GenerationRecord> = batch[..4].to_vec();
@@ -887,11 +974,17 @@ pub async fn generations_are_recorded_in_batches_and_paged(store: Arc<dyn Store>
     assert_eq!(all, expected, "newest first, every field round-trips");
     assert_eq!(nanos_to_usd(all[0].cost_nanousd), 0.000_123);
 
-    let (chats, _) = store.generations(&query(Some(GenerationKind::Chat), None, 10)).await.unwrap();
+    let (chats, _) = store
+        .generations(&query(Some(GenerationKind::Chat), None, 10))
+        .await
+        .unwrap();
     assert_eq!(chats.len(), 2);
     let (page1, more) = store.generations(&query(None, None, 3)).await.unwrap();
     assert!(more);
-    let (page2, more) = store.generations(&query(None, Some(page1[2].id), 3)).await.unwrap();
+    let (page2, more) = store
+        .generations(&query(None, Some(page1[2].id), 3))
+        .await
+        .unwrap();
     assert!(!more);
     assert_eq!(page2, vec![batch[0].clone()]);
 }
@@ -919,7 +1012,10 @@ fn job(user_id: Uuid, at: DateTime<Utc>) -> VideoJob {
 }
 
 pub async fn video_jobs_are_leased_and_finished_once(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("v@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("v@example.com", Role::User))
+        .await
+        .unwrap();
     let t = now();
     let j = job(user.id, t);
     store.create_video_job(&j).await.unwrap();
@@ -929,7 +1025,14 @@ pub async fn video_jobs_are_leased_and_finished_once(store: Arc<dyn Store>) {
     let lease = t + Duration::seconds(30);
     let claimed = store.claim_video_jobs("a", t, lease, 10).await.unwrap();
     assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [j.id]);
-    assert!(store.claim_video_jobs("b", t, lease, 10).await.unwrap().is_empty(), "leased to a");
+    assert!(
+        store
+            .claim_video_jobs("b", t, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to a"
+    );
 
     // B cannot write A's progress; A can, which releases the lease.
     let progress = |owner: &str, polls, next| JobProgress {
@@ -941,15 +1044,41 @@ pub async fn video_jobs_are_leased_and_finished_once(store: Arc<dyn Store>) {
         now: t,
     };
     assert!(!store.update_video_job(&progress("b", 1, t)).await.unwrap());
-    assert!(store.update_video_job(&progress("a", 1, t + Duration::seconds(5))).await.unwrap());
+    assert!(
+        store
+            .update_video_job(&progress("a", 1, t + Duration::seconds(5)))
+            .await
+            .unwrap()
+    );
     let stored = store.video_job(j.id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.polls), (JobStatus::InProgress, 1));
-    assert!(store.claim_video_jobs("b", t, lease, 10).await.unwrap().is_empty(), "not due yet");
+    assert!(
+        store
+            .claim_video_jobs("b", t, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
     let later = t + Duration::seconds(6);
-    assert_eq!(store.claim_video_jobs("b", later, later + Duration::seconds(30), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim_video_jobs("b", later, later + Duration::seconds(30), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // B crashes holding the lease; once it runs out, A takes over.
     let after_lease = later + Duration::seconds(31);
-    assert_eq!(store.claim_video_jobs("a", after_lease, after_lease + Duration::seconds(30), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .claim_video_jobs("a", after_lease, after_lease + Duration::seconds(30), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     let outcome = JobOutcome {
         id: j.id,
@@ -959,22 +1088,55 @@ pub async fn video_jobs_are_leased_and_finished_once(store: Arc<dyn Store>) {
         cost_nanousd: Some(usd_to_nanos(0.2)),
         now: after_lease,
     };
-    assert!(store.finish_video_job(&outcome).await.unwrap(), "the first finisher wins");
-    assert!(!store.finish_video_job(&outcome).await.unwrap(), "and only the first");
-    assert!(!store.finish_video_job(&JobOutcome { status: JobStatus::Failed, ..outcome.clone() }).await.unwrap());
+    assert!(
+        store.finish_video_job(&outcome).await.unwrap(),
+        "the first finisher wins"
+    );
+    assert!(
+        !store.finish_video_job(&outcome).await.unwrap(),
+        "and only the first"
+    );
+    assert!(
+        !store
+            .finish_video_job(&JobOutcome {
+                status: JobStatus::Failed,
+                ..outcome.clone()
+            })
+            .await
+            .unwrap()
+    );
     let done = store.video_job(j.id).await.unwrap().unwrap();
-    assert_eq!((done.status, done.media_id, done.cost_nanousd), (JobStatus::Completed, outcome.media_id, outcome.cost_nanousd));
+    assert_eq!(
+        (done.status, done.media_id, done.cost_nanousd),
+        (JobStatus::Completed, outcome.media_id, outcome.cost_nanousd)
+    );
     assert!(done.finished_at.is_some());
     let far = after_lease + Duration::days(1);
-    assert!(store.claim_video_jobs("a", far, far, 10).await.unwrap().is_empty(), "finished jobs are never claimed");
-    assert!(!store.update_video_job(&progress("a", 9, far)).await.unwrap(), "nor updated");
+    assert!(
+        store
+            .claim_video_jobs("a", far, far, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "finished jobs are never claimed"
+    );
+    assert!(
+        !store.update_video_job(&progress("a", 9, far)).await.unwrap(),
+        "nor updated"
+    );
 }
 
 pub async fn deleting_a_user_removes_their_content(store: Arc<dyn Store>) {
-    let user = store.create_user(new_user("d@example.com", Role::User)).await.unwrap();
+    let user = store
+        .create_user(new_user("d@example.com", Role::User))
+        .await
+        .unwrap();
     let c = conversation(user.id, "c", now());
     store.create_conversation(&c).await.unwrap();
-    store.add_messages(c.id, &[message(c.id, "user", "hi", now())], None, now()).await.unwrap();
+    store
+        .add_messages(c.id, &[message(c.id, "user", "hi", now())], None, now())
+        .await
+        .unwrap();
     let m = media(user.id, MediaKind::Image);
     store.insert_media(&m).await.unwrap();
     let j = job(user.id, now());
@@ -987,6 +1149,14 @@ pub async fn deleting_a_user_removes_their_content(store: Arc<dyn Store>) {
     assert!(store.messages(c.id).await.unwrap().is_empty());
     assert!(store.media(m.id).await.unwrap().is_none());
     assert!(store.video_job(j.id).await.unwrap().is_none());
-    let (kept, _) = store.generations(&GenerationQuery { user_id: user.id, kind: None, before: None, limit: 10 }).await.unwrap();
+    let (kept, _) = store
+        .generations(&GenerationQuery {
+            user_id: user.id,
+            kind: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert_eq!(kept, vec![g], "usage records stay for accounting");
 }

@@ -72,7 +72,10 @@ text_enum!(
 
 impl JobStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired
+        )
     }
 }
 
@@ -204,7 +207,11 @@ pub struct JobOutcome {
 
 /// USD to the stored integer unit.
 pub fn usd_to_nanos(usd: f64) -> i64 {
-    if usd.is_finite() { (usd * 1e9).round() as i64 } else { 0 }
+    if usd.is_finite() {
+        (usd * 1e9).round() as i64
+    } else {
+        0
+    }
 }
 
 pub fn nanos_to_usd(nanos: i64) -> f64 {

@@ -162,9 +162,13 @@ impl App {
         let usage = UsageRecorder::start(Arc::clone(&store), &background.tracker, background.stop.clone());
         let client = upstream_client(&settings.upstream)?;
         let catalog = Arc::new(
-            ModelCatalog::load(client.clone(), Arc::clone(&store), settings.upstream.models_cache_ttl)
-                .await
-                .map_err(|e| setup("the model catalog", anyhow::anyhow!("{e}")))?,
+            ModelCatalog::load(
+                client.clone(),
+                Arc::clone(&store),
+                settings.upstream.models_cache_ttl,
+            )
+            .await
+            .map_err(|e| setup("the model catalog", anyhow::anyhow!("{e}")))?,
         );
         let objects = media_objects(&settings.media.dir)?;
         let media = MediaLibrary::new(objects, Arc::clone(&store), settings.media.max_upload_bytes);
@@ -194,7 +198,11 @@ impl App {
         tracing::info!(
             "upstream: {}{}; media in {}; {} model(s) allowed",
             settings.upstream.base_url,
-            if client.is_configured() { "" } else { " (no API key: generation answers 503 until one is set)" },
+            if client.is_configured() {
+                ""
+            } else {
+                " (no API key: generation answers 503 until one is set)"
+            },
             settings.media.dir,
             match catalog.allowed().len() {
                 0 => "all".to_owned(),
@@ -218,7 +226,8 @@ impl App {
 
     /// Starts the workers that only a serving process runs (the video poller).
     pub fn start_workers(&self) {
-        self.videos.start_worker(&self.background.tracker, self.background.stop.clone());
+        self.videos
+            .start_worker(&self.background.tracker, self.background.stop.clone());
     }
 
     /// Stops background work: streams finish their bookkeeping, the video worker
@@ -226,7 +235,10 @@ impl App {
     pub async fn shutdown(&self) {
         self.background.stop.cancel();
         self.background.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.background.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.background.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background tasks still running after {SHUTDOWN_GRACE:?}");
         }
     }
@@ -259,7 +271,8 @@ fn upstream_client(settings: &config::UpstreamSettings) -> Result<atelier_openro
         .base_url
         .parse()
         .map_err(|e| setup("the upstream client", anyhow::anyhow!("base_url: {e}")))?;
-    let mut config = atelier_openrouter::Config::new(base_url, settings.api_key.as_ref().map(|k| k.expose().to_owned()));
+    let mut config =
+        atelier_openrouter::Config::new(base_url, settings.api_key.as_ref().map(|k| k.expose().to_owned()));
     config.referer = settings.referer.clone();
     config.title = settings.title.clone();
     config.connect_timeout = settings.connect_timeout;

@@ -173,7 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(mut settings: config::Settings, demo: bool) -> anyhow::Result<()> {
     // Kept alive for as long as the server runs.
-    let _mock = if demo { Some(start_demo_upstream(&mut settings).await?) } else { None };
+    let _mock = if demo {
+        Some(start_demo_upstream(&mut settings).await?)
+    } else {
+        None
+    };
     let bind = settings.bind;
     let state = App::build(settings).await?;
     state.bootstrap_admin().await?;
@@ -187,7 +191,9 @@ async fn serve(mut settings: config::Settings, demo: bool) -> anyhow::Result<()>
 }
 
 /// Starts the offline mock upstream on loopback and points the settings at it.
-async fn start_demo_upstream(settings: &mut config::Settings) -> anyhow::Result<atelier_mock_upstream::MockUpstream> {
+async fn start_demo_upstream(
+    settings: &mut config::Settings,
+) -> anyhow::Result<atelier_mock_upstream::MockUpstream> {
     let mock = atelier_mock_upstream::MockUpstream::start(atelier_mock_upstream::MockConfig {
         token_delay: std::time::Duration::from_millis(25),
         video_polls_per_state: 2,

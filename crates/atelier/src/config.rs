@@ -489,7 +489,10 @@ impl Settings {
             return invalid("auth.backoff_base_delay cannot exceed auth.backoff_max_delay".into());
         }
         if url::Url::parse(&self.upstream.base_url).is_err() {
-            return invalid(format!("upstream.base_url is not a URL: {:?}", self.upstream.base_url));
+            return invalid(format!(
+                "upstream.base_url is not a URL: {:?}",
+                self.upstream.base_url
+            ));
         }
         let v = &self.video;
         if v.poll_min_interval.is_zero() || v.poll_min_interval > v.poll_max_interval || v.tick.is_zero() {

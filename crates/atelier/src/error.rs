@@ -192,7 +192,9 @@ impl From<GenerationError> for ApiError {
         let message = err.to_string();
         match err {
             GenerationError::Upstream(e) => e.into(),
-            GenerationError::ModelNotAllowed(_) => ApiError::new(StatusCode::FORBIDDEN, "model_not_allowed", message),
+            GenerationError::ModelNotAllowed(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "model_not_allowed", message)
+            }
             GenerationError::Invalid(_) => ApiError::unprocessable("invalid_request", message),
             GenerationError::NotFound(_) => ApiError::not_found("not_found", message),
             GenerationError::UploadTooLarge { .. } => {
@@ -228,7 +230,12 @@ impl From<UpstreamError> for ApiError {
                 "upstream_timeout",
                 format!("the model provider did not answer in time ({kind:?})"),
             ),
-            UpstreamError::Status { status, message, retry_after, .. } => match status {
+            UpstreamError::Status {
+                status,
+                message,
+                retry_after,
+                ..
+            } => match status {
                 400 | 422 => ApiError::new(
                     StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
                     "invalid_request",
@@ -246,7 +253,11 @@ impl From<UpstreamError> for ApiError {
                 ),
                 403 => ApiError::new(StatusCode::FORBIDDEN, "upstream_refused", message),
                 404 => ApiError::not_found("model_unavailable", message),
-                413 => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "upstream_payload_too_large", message),
+                413 => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "upstream_payload_too_large",
+                    message,
+                ),
                 429 => ApiError::too_many_requests(
                     "upstream_rate_limited",
                     format!("the model provider is rate limiting: {message}"),
@@ -259,7 +270,9 @@ impl From<UpstreamError> for ApiError {
                 ),
                 _ => unavailable(format!("the model provider failed: {message}")),
             },
-            UpstreamError::MidStream { message, .. } => unavailable(format!("the model provider failed: {message}")),
+            UpstreamError::MidStream { message, .. } => {
+                unavailable(format!("the model provider failed: {message}"))
+            }
             UpstreamError::InvalidResponse(detail) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_invalid_response",

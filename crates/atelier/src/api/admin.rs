@@ -158,7 +158,9 @@ pub struct AllowedModels {
     (status = 200, description = "The allow-list (empty: all models)", body = AllowedModels),
     (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
 pub async fn get_allowed_models(State(state): State<AppState>, _admin: AdminUser) -> Json<AllowedModels> {
-    Json(AllowedModels { models: state.catalog.allowed() })
+    Json(AllowedModels {
+        models: state.catalog.allowed(),
+    })
 }
 
 /// Replace the model allow-list; an empty list allows every model.

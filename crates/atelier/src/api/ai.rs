@@ -247,7 +247,10 @@ pub async fn chat(
         messages: body
             .messages
             .into_iter()
-            .map(|m| InputMessage { role: m.role, content: m.content })
+            .map(|m| InputMessage {
+                role: m.role,
+                content: m.content,
+            })
             .collect(),
         temperature: body.temperature,
         max_tokens: body.max_tokens,
@@ -280,7 +283,12 @@ pub async fn chat(
 fn sse_event(event: ChatEvent) -> Event {
     let (name, data) = match event {
         ChatEvent::Delta(content) => ("delta", json!({ "content": content })),
-        ChatEvent::Done { message, model, finish_reason, usage } => (
+        ChatEvent::Done {
+            message,
+            model,
+            finish_reason,
+            usage,
+        } => (
             "done",
             json!({
                 "message": MessageResponse::from(message),
@@ -291,7 +299,8 @@ fn sse_event(event: ChatEvent) -> Event {
         ),
         ChatEvent::Failed { message_id, error } => {
             let api = ApiError::from(error);
-            let body = json!({"error": {"code": api.code(), "message": api.message()}, "message_id": message_id});
+            let body =
+                json!({"error": {"code": api.code(), "message": api.message()}, "message_id": message_id});
             ("error", body)
         }
     };
@@ -357,7 +366,11 @@ pub async fn list_conversations(
     let offset = q.offset.unwrap_or(0);
     let (list, more) = state
         .chat
-        .conversations(&ConversationQuery { user_id: user.user_id, limit, offset })
+        .conversations(&ConversationQuery {
+            user_id: user.user_id,
+            limit,
+            offset,
+        })
         .await?;
     Ok(Json(ConversationListResponse {
         conversations: list.into_iter().map(Into::into).collect(),
@@ -369,7 +382,10 @@ pub async fn list_conversations(
 pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::unprocessable("invalid_query", "limit must be between 1 and 100"));
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            "limit must be between 1 and 100",
+        ));
     }
     Ok(limit)
 }
@@ -410,7 +426,9 @@ pub async fn rename_conversation(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RenameRequest>,
 ) -> Result<Json<ConversationResponse>, ApiError> {
-    Ok(Json(state.chat.rename(user.user_id, id, &body.title).await?.into()))
+    Ok(Json(
+        state.chat.rename(user.user_id, id, &body.title).await?.into(),
+    ))
 }
 
 /// Delete a conversation and its messages.

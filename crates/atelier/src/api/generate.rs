@@ -32,7 +32,10 @@ pub struct MediaRef {
 
 impl From<&MediaRecord> for MediaRef {
     fn from(m: &MediaRecord) -> Self {
-        MediaRef { id: m.id, url: media_url(m.id) }
+        MediaRef {
+            id: m.id,
+            url: media_url(m.id),
+        }
     }
 }
 
@@ -190,7 +193,10 @@ impl From<VideoJob> for JobResponse {
             job_id: job.id,
             status: job.status.as_str().to_owned(),
             progress: progress(&job, typical_duration()),
-            video: job.media_id.map(|id| MediaRef { id, url: media_url(id) }),
+            video: job.media_id.map(|id| MediaRef {
+                id,
+                url: media_url(id),
+            }),
             cost_usd: job.cost_nanousd.map(nanos_to_usd),
             error: job.error,
             model: job.model,
@@ -260,13 +266,20 @@ pub async fn generate_video_from_image(
         video_input_from_json(body)?
     };
     if input.first_frame.is_none() {
-        return Err(ApiError::unprocessable("invalid_request", "a first frame is required: image or image_media_id"));
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "a first frame is required: image or image_media_id",
+        ));
     }
     let job = state.videos.submit(user.user_id, input).await?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 
-fn frame(data_url: Option<String>, media_id: Option<Uuid>, name: &str) -> Result<Option<FrameInput>, ApiError> {
+fn frame(
+    data_url: Option<String>,
+    media_id: Option<Uuid>,
+    name: &str,
+) -> Result<Option<FrameInput>, ApiError> {
     match (data_url, media_id) {
         (Some(_), Some(_)) => Err(ApiError::unprocessable(
             "invalid_request",
@@ -290,7 +303,10 @@ fn video_input_from_json(body: VideoFromImageRequest) -> Result<VideoInput, ApiE
     })
 }
 
-async fn video_input_from_multipart(mut multipart: Multipart, max_upload: u64) -> Result<VideoInput, ApiError> {
+async fn video_input_from_multipart(
+    mut multipart: Multipart,
+    max_upload: u64,
+) -> Result<VideoInput, ApiError> {
     let mut input = VideoInput::default();
     let bad = |m: String| ApiError::bad_request("invalid_body", m);
     while let Some(field) = multipart.next_field().await.map_err(|e| bad(e.body_text()))? {
@@ -298,10 +314,20 @@ async fn video_input_from_multipart(mut multipart: Multipart, max_upload: u64) -
         match name.as_str() {
             "image" | "last_image" => {
                 let bytes = read_limited(field, max_upload).await?;
-                let slot = if name == "image" { &mut input.first_frame } else { &mut input.last_frame };
+                let slot = if name == "image" {
+                    &mut input.first_frame
+                } else {
+                    &mut input.last_frame
+                };
                 *slot = Some(FrameInput::Bytes(bytes));
             }
-            "model" | "prompt" | "duration" | "resolution" | "aspect_ratio" | "image_media_id" | "last_image_media_id" => {
+            "model"
+            | "prompt"
+            | "duration"
+            | "resolution"
+            | "aspect_ratio"
+            | "image_media_id"
+            | "last_image_media_id" => {
                 let text = field.text().await.map_err(|e| bad(e.body_text()))?;
                 let text = text.trim().to_owned();
                 match name.as_str() {
@@ -309,21 +335,34 @@ async fn video_input_from_multipart(mut multipart: Multipart, max_upload: u64) -
                     "prompt" => input.prompt = text,
                     "duration" if !text.is_empty() => {
                         input.duration = Some(text.parse().map_err(|_| {
-                            ApiError::unprocessable("invalid_request", "duration must be a whole number of seconds")
+                            ApiError::unprocessable(
+                                "invalid_request",
+                                "duration must be a whole number of seconds",
+                            )
                         })?);
                     }
                     "resolution" if !text.is_empty() => input.resolution = Some(text),
                     "aspect_ratio" if !text.is_empty() => input.aspect_ratio = Some(text),
                     "image_media_id" | "last_image_media_id" if !text.is_empty() => {
-                        let id = Uuid::parse_str(&text)
-                            .map_err(|_| ApiError::unprocessable("invalid_request", format!("{name} is not an id")))?;
-                        let slot = if name == "image_media_id" { &mut input.first_frame } else { &mut input.last_frame };
+                        let id = Uuid::parse_str(&text).map_err(|_| {
+                            ApiError::unprocessable("invalid_request", format!("{name} is not an id"))
+                        })?;
+                        let slot = if name == "image_media_id" {
+                            &mut input.first_frame
+                        } else {
+                            &mut input.last_frame
+                        };
                         *slot = Some(FrameInput::Media(id));
                     }
                     _ => {}
                 }
             }
-            other => return Err(ApiError::unprocessable("invalid_body", format!("unknown field `{other}`"))),
+            other => {
+                return Err(ApiError::unprocessable(
+                    "invalid_body",
+                    format!("unknown field `{other}`"),
+                ));
+            }
         }
     }
     Ok(input)
@@ -370,7 +409,10 @@ pub struct JobListResponse {
 /// Your recent video jobs, newest first.
 #[utoipa::path(get, path = "/generate/jobs", tag = "generate", security(("bearer" = [])), responses(
     (status = 200, description = "Jobs", body = JobListResponse)))]
-pub async fn list_jobs(State(state): State<AppState>, AuthUser(user): AuthUser) -> Result<Json<JobListResponse>, ApiError> {
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<JobListResponse>, ApiError> {
     let jobs = state.videos.jobs(user.user_id, 50).await?;
     Ok(Json(JobListResponse {
         jobs: jobs.into_iter().map(Into::into).collect(),
@@ -446,7 +488,14 @@ impl From<GenerationRecord> for GenerationResponse {
             latency_ms: g.latency_ms,
             error: g.error,
             conversation_id: g.conversation_id,
-            media: g.media_ids.iter().map(|id| MediaRef { id: *id, url: media_url(*id) }).collect(),
+            media: g
+                .media_ids
+                .iter()
+                .map(|id| MediaRef {
+                    id: *id,
+                    url: media_url(*id),
+                })
+                .collect(),
             created_at: g.created_at,
         }
     }

@@ -62,8 +62,14 @@ pub async fn get_media(
     set(h, header::CONTENT_LENGTH, (served.end - served.start).to_string());
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Private to the user; stored media never changes, so caches may keep it.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400, immutable"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400, immutable"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         set(

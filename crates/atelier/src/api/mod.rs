@@ -26,7 +26,11 @@ use crate::app::AppState;
 /// bodies of the routes that take image uploads.
 fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
     let (schemas, paths, from_image) = routes!(generate::generate_video_from_image);
-    let from_image = (schemas, paths, from_image.layer(DefaultBodyLimit::max(upload_limit)));
+    let from_image = (
+        schemas,
+        paths,
+        from_image.layer(DefaultBodyLimit::max(upload_limit)),
+    );
     OpenApiRouter::new()
         .routes(routes!(health::get_healthz))
         .routes(routes!(health::get_readyz))
@@ -45,7 +49,11 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(ai::list_models))
         .routes(routes!(ai::chat))
         .routes(routes!(ai::list_conversations))
-        .routes(routes!(ai::get_conversation, ai::rename_conversation, ai::delete_conversation))
+        .routes(routes!(
+            ai::get_conversation,
+            ai::rename_conversation,
+            ai::delete_conversation
+        ))
         .routes(routes!(generate::generate_text))
         .routes(routes!(generate::generate_image))
         .routes(routes!(generate::generate_video))
@@ -76,7 +84,10 @@ pub fn router(upload_limit: usize) -> (Router<AppState>, OpenApi) {
             ),
             ("users", "Your profile, and user management for admins."),
             ("ai", "Models and chat, with stored conversations."),
-            ("generate", "Text, images and videos from a prompt; history; media."),
+            (
+                "generate",
+                "Text, images and videos from a prompt; history; media.",
+            ),
             ("admin", "Statistics and maintenance for admins."),
             ("health", "Probes for load balancers and orchestrators."),
         ]

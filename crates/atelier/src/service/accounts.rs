@@ -12,8 +12,8 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Origin, chrono_duration};
 use super::audit::{Audit, Entry, Event};
+use super::{Origin, chrono_duration};
 use crate::auth::jwt::{AccessTokens, Claims, TokenError};
 use crate::auth::password::PasswordHasher;
 use crate::auth::policy::{self, email_context};

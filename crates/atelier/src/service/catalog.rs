@@ -48,11 +48,14 @@ pub struct VideoCapabilities {
     pub frame_images: Vec<String>,
 }
 
+/// A fetched list and when it was fetched.
+type Cached = (Instant, Arc<Vec<ModelInfo>>);
+
 pub struct ModelCatalog {
     client: Client,
     store: Arc<dyn Store>,
     ttl: Duration,
-    cache: RwLock<HashMap<Modality, (Instant, Arc<Vec<ModelInfo>>)>>,
+    cache: RwLock<HashMap<Modality, Cached>>,
     /// `None`: every model is allowed.
     allowed: RwLock<Option<BTreeSet<String>>>,
 }
@@ -91,7 +94,9 @@ impl ModelCatalog {
             return Ok(Arc::clone(models));
         }
         let models = Arc::new(self.fetch(modality).await?);
-        self.cache.write().insert(modality, (Instant::now(), Arc::clone(&models)));
+        self.cache
+            .write()
+            .insert(modality, (Instant::now(), Arc::clone(&models)));
         Ok(models)
     }
 
@@ -123,7 +128,11 @@ impl ModelCatalog {
                 })
                 .collect());
         }
-        let filter = if modality == Modality::Image { "image" } else { "text" };
+        let filter = if modality == Modality::Image {
+            "image"
+        } else {
+            "text"
+        };
         let models = self.client.models(Some(filter)).await?;
         Ok(models
             .into_iter()
@@ -166,7 +175,11 @@ impl ModelCatalog {
 
     /// Replaces the allow-list; an empty list allows every model.
     pub async fn set_allowed(&self, models: Vec<String>) -> Result<Vec<String>, GenerationError> {
-        let set: BTreeSet<String> = models.into_iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
+        let set: BTreeSet<String> = models
+            .into_iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
         let json = serde_json::to_string(&set).map_err(anyhow::Error::from)?;
         self.store.set_setting(ALLOWED_MODELS, &json, Utc::now()).await?;
         let list: Vec<String> = set.iter().cloned().collect();
@@ -176,7 +189,8 @@ impl ModelCatalog {
 }
 
 fn parse_allowed(json: &str) -> Result<Option<BTreeSet<String>>, GenerationError> {
-    let set: BTreeSet<String> = serde_json::from_str(json)
-        .map_err(|e| GenerationError::Internal(anyhow::anyhow!("stored allow-list is not a JSON array: {e}")))?;
+    let set: BTreeSet<String> = serde_json::from_str(json).map_err(|e| {
+        GenerationError::Internal(anyhow::anyhow!("stored allow-list is not a JSON array: {e}"))
+    })?;
     Ok((!set.is_empty()).then_some(set))
 }

@@ -122,17 +122,34 @@ impl ChatService {
         usage: UsageRecorder,
         tracker: TaskTracker,
     ) -> Self {
-        ChatService { client, store, catalog, usage, tracker }
+        ChatService {
+            client,
+            store,
+            catalog,
+            usage,
+            tracker,
+        }
     }
 
     pub async fn complete(&self, user_id: Uuid, input: ChatInput) -> Result<ChatReply, GenerationError> {
         let prepared = self.prepare(user_id, input).await?;
         match self.client.chat(&prepared.request).await {
             Ok(response) => {
-                let usage = response.usage.as_ref().map(UsageSummary::from).unwrap_or_default();
+                let usage = response
+                    .usage
+                    .as_ref()
+                    .map(UsageSummary::from)
+                    .unwrap_or_default();
                 let served = Some(response.model.clone()).filter(|m| !m.is_empty());
                 let message = self
-                    .finish(&prepared, response.text(), MessageStatus::Complete, served.clone(), None, &usage)
+                    .finish(
+                        &prepared,
+                        response.text(),
+                        MessageStatus::Complete,
+                        served.clone(),
+                        None,
+                        &usage,
+                    )
                     .await?;
                 Ok(ChatReply {
                     conversation_id: prepared.conversation.id,
@@ -142,8 +159,15 @@ impl ChatService {
                 })
             }
             Err(e) => {
-                self.finish(&prepared, String::new(), MessageStatus::Failed, None, Some(&e), &UsageSummary::default())
-                    .await?;
+                self.finish(
+                    &prepared,
+                    String::new(),
+                    MessageStatus::Failed,
+                    None,
+                    Some(&e),
+                    &UsageSummary::default(),
+                )
+                .await?;
                 Err(e.into())
             }
         }
@@ -156,8 +180,15 @@ impl ChatService {
         let upstream = match self.client.chat_stream(&prepared.request).await {
             Ok(stream) => stream,
             Err(e) => {
-                self.finish(&prepared, String::new(), MessageStatus::Failed, None, Some(&e), &UsageSummary::default())
-                    .await?;
+                self.finish(
+                    &prepared,
+                    String::new(),
+                    MessageStatus::Failed,
+                    None,
+                    Some(&e),
+                    &UsageSummary::default(),
+                )
+                .await?;
                 return Err(e.into());
             }
         };
@@ -174,7 +205,13 @@ impl ChatService {
         })
     }
 
-    async fn relay(&self, prepared: Prepared, message_id: Uuid, mut upstream: ChatStream, tx: mpsc::Sender<ChatEvent>) {
+    async fn relay(
+        &self,
+        prepared: Prepared,
+        message_id: Uuid,
+        mut upstream: ChatStream,
+        tx: mpsc::Sender<ChatEvent>,
+    ) {
         let mut text = String::new();
         let (mut finish_reason, mut usage, mut served) = (None, None, None);
         let mut deltas = 0u64;
@@ -214,7 +251,10 @@ impl ChatService {
         // Dropping the stream closes the upstream connection: for an aborted answer
         // that is the cancellation.
         drop(upstream);
-        let usage = usage.unwrap_or(UsageSummary { completion_tokens: deltas, ..UsageSummary::default() });
+        let usage = usage.unwrap_or(UsageSummary {
+            completion_tokens: deltas,
+            ..UsageSummary::default()
+        });
         let (status, error) = match &ending {
             Ok(()) => (MessageStatus::Complete, None),
             Err(None) => (MessageStatus::Aborted, None),
@@ -230,7 +270,10 @@ impl ChatService {
                 finish_reason,
                 usage,
             },
-            (Err(Some(e)), _) => ChatEvent::Failed { message_id, error: e.into() },
+            (Err(Some(e)), _) => ChatEvent::Failed {
+                message_id,
+                error: e.into(),
+            },
             (_, Err(e)) => ChatEvent::Failed { message_id, error: e },
             (Err(None), Ok(_)) => return,
         };
@@ -285,8 +328,15 @@ impl ChatService {
                 created_at: now,
             })
             .collect();
-        self.store.add_messages(conversation.id, &new, Some(&input.model), now).await?;
-        history.extend(input.messages.iter().map(|m| Message::new(&m.role, m.content.clone())));
+        self.store
+            .add_messages(conversation.id, &new, Some(&input.model), now)
+            .await?;
+        history.extend(
+            input
+                .messages
+                .iter()
+                .map(|m| Message::new(&m.role, m.content.clone())),
+        );
         let summary = input
             .messages
             .iter()
@@ -318,7 +368,8 @@ impl ChatService {
         error: Option<&UpstreamError>,
         usage: &UsageSummary,
     ) -> Result<ChatMessage, GenerationError> {
-        self.finish_with_id(prepared, Uuid::now_v7(), text, status, served, error, usage).await
+        self.finish_with_id(prepared, Uuid::now_v7(), text, status, served, error, usage)
+            .await
     }
 
     /// Stores the assistant's message and the usage record.
@@ -368,18 +419,30 @@ impl ChatService {
             })
             .await;
         self.store
-            .add_messages(prepared.conversation.id, std::slice::from_ref(&message), None, now)
+            .add_messages(
+                prepared.conversation.id,
+                std::slice::from_ref(&message),
+                None,
+                now,
+            )
             .await?;
         Ok(message)
     }
 
     // ---- conversations ----
 
-    pub async fn conversations(&self, query: &ConversationQuery) -> Result<(Vec<Conversation>, bool), GenerationError> {
+    pub async fn conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<(Vec<Conversation>, bool), GenerationError> {
         Ok(self.store.conversations(query).await?)
     }
 
-    pub async fn conversation(&self, user_id: Uuid, id: Uuid) -> Result<(Conversation, Vec<ChatMessage>), GenerationError> {
+    pub async fn conversation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> Result<(Conversation, Vec<ChatMessage>), GenerationError> {
         let conversation = self
             .store
             .conversation(user_id, id)
@@ -389,10 +452,17 @@ impl ChatService {
         Ok((conversation, messages))
     }
 
-    pub async fn rename(&self, user_id: Uuid, id: Uuid, title: &str) -> Result<Conversation, GenerationError> {
+    pub async fn rename(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        title: &str,
+    ) -> Result<Conversation, GenerationError> {
         let title = title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
-            return Err(GenerationError::Invalid(format!("title must have 1 to {MAX_TITLE_CHARS} characters")));
+            return Err(GenerationError::Invalid(format!(
+                "title must have 1 to {MAX_TITLE_CHARS} characters"
+            )));
         }
         self.store
             .rename_conversation(user_id, id, title, Utc::now())
@@ -428,7 +498,9 @@ fn validate(input: &ChatInput) -> Result<(), GenerationError> {
             return invalid(format!("messages[{i}].role must be system, user or assistant"));
         }
         if m.content.trim().is_empty() || m.content.chars().count() > MAX_CONTENT_CHARS {
-            return invalid(format!("messages[{i}].content must have 1 to {MAX_CONTENT_CHARS} characters"));
+            return invalid(format!(
+                "messages[{i}].content must have 1 to {MAX_CONTENT_CHARS} characters"
+            ));
         }
     }
     if input.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
@@ -470,8 +542,14 @@ mod tests {
         assert_eq!(excerpt("  hello\n\n world  ", 60), "hello world");
         assert_eq!(excerpt(&"a".repeat(100), 10), format!("{}…", "a".repeat(9)));
         let messages = vec![
-            InputMessage { role: "system".into(), content: "be terse".into() },
-            InputMessage { role: "user".into(), content: "Plan a trip\nto Lisbon".into() },
+            InputMessage {
+                role: "system".into(),
+                content: "be terse".into(),
+            },
+            InputMessage {
+                role: "user".into(),
+                content: "Plan a trip\nto Lisbon".into(),
+            },
         ];
         assert_eq!(title_from(&messages), "Plan a trip to Lisbon");
     }

@@ -22,7 +22,9 @@ use super::media::{MediaLibrary, sniff_image};
 use super::usage::UsageRecorder;
 use crate::config::ImageEndpoint;
 
-pub const ASPECT_RATIOS: &[&str] = &["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"];
+pub const ASPECT_RATIOS: &[&str] = &[
+    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+];
 pub const MAX_IMAGES: u32 = 4;
 const MAX_PROMPT_CHARS: usize = 20_000;
 
@@ -79,7 +81,14 @@ impl Generator {
         usage: UsageRecorder,
         image_endpoint: ImageEndpoint,
     ) -> Self {
-        Generator { client, store, catalog, media, usage, image_endpoint }
+        Generator {
+            client,
+            store,
+            catalog,
+            media,
+            usage,
+            image_endpoint,
+        }
     }
 
     pub async fn text(
@@ -97,12 +106,28 @@ impl Generator {
             messages.push(Message::new("system", system));
         }
         messages.push(Message::new("user", prompt));
-        let request = ChatRequest { model: model.to_owned(), messages, ..ChatRequest::default() };
+        let request = ChatRequest {
+            model: model.to_owned(),
+            messages,
+            ..ChatRequest::default()
+        };
         match self.client.chat(&request).await {
             Ok(response) => {
-                let usage = response.usage.as_ref().map(UsageSummary::from).unwrap_or_default();
+                let usage = response
+                    .usage
+                    .as_ref()
+                    .map(UsageSummary::from)
+                    .unwrap_or_default();
                 let served = Some(response.model.clone()).filter(|m| !m.is_empty());
-                self.record(&attempt, GenerationStatus::Succeeded, served.clone(), &usage, None, Vec::new()).await;
+                self.record(
+                    &attempt,
+                    GenerationStatus::Succeeded,
+                    served.clone(),
+                    &usage,
+                    None,
+                    Vec::new(),
+                )
+                .await;
                 Ok(TextReply {
                     generation_id: attempt.id,
                     text: response.text(),
@@ -111,8 +136,15 @@ impl Generator {
                 })
             }
             Err(e) => {
-                self.record(&attempt, GenerationStatus::Failed, None, &UsageSummary::default(), Some(e.to_string()), Vec::new())
-                    .await;
+                self.record(
+                    &attempt,
+                    GenerationStatus::Failed,
+                    None,
+                    &UsageSummary::default(),
+                    Some(e.to_string()),
+                    Vec::new(),
+                )
+                .await;
                 Err(e.into())
             }
         }
@@ -121,12 +153,17 @@ impl Generator {
     pub async fn image(&self, user_id: Uuid, input: ImageInput) -> Result<ImageReply, GenerationError> {
         check_prompt(&input.model, &input.prompt)?;
         if !(1..=MAX_IMAGES).contains(&input.n) {
-            return Err(GenerationError::Invalid(format!("n must be between 1 and {MAX_IMAGES}")));
+            return Err(GenerationError::Invalid(format!(
+                "n must be between 1 and {MAX_IMAGES}"
+            )));
         }
         if let Some(ratio) = &input.aspect_ratio
             && !ASPECT_RATIOS.contains(&ratio.as_str())
         {
-            return Err(GenerationError::Invalid(format!("aspect_ratio must be one of {}", ASPECT_RATIOS.join(", "))));
+            return Err(GenerationError::Invalid(format!(
+                "aspect_ratio must be one of {}",
+                ASPECT_RATIOS.join(", ")
+            )));
         }
         self.catalog.check_allowed(&input.model)?;
         let attempt = Attempt::new(user_id, GenerationKind::Image, &input.model, &input.prompt);
@@ -137,28 +174,48 @@ impl Generator {
         let (encoded, usage, served) = match result {
             Ok(ok) => ok,
             Err(e) => {
-                self.record(&attempt, GenerationStatus::Failed, None, &UsageSummary::default(), Some(e.to_string()), Vec::new())
-                    .await;
+                self.record(
+                    &attempt,
+                    GenerationStatus::Failed,
+                    None,
+                    &UsageSummary::default(),
+                    Some(e.to_string()),
+                    Vec::new(),
+                )
+                .await;
                 return Err(e);
             }
         };
         let mut images = Vec::with_capacity(encoded.len());
         for bytes in encoded {
             let Some(sniffed) = sniff_image(&bytes) else {
-                tracing::warn!(model = input.model, "the upstream returned an image in an unknown format; skipped");
+                tracing::warn!(
+                    model = input.model,
+                    "the upstream returned an image in an unknown format; skipped"
+                );
                 continue;
             };
-            images.push(self.media.save(user_id, MediaKind::Image, sniffed, bytes, Some(attempt.id)).await?);
+            images.push(
+                self.media
+                    .save(user_id, MediaKind::Image, sniffed, bytes, Some(attempt.id))
+                    .await?,
+            );
         }
         let (status, error) = if images.is_empty() {
-            (GenerationStatus::Failed, Some("the upstream returned no usable image".to_owned()))
+            (
+                GenerationStatus::Failed,
+                Some("the upstream returned no usable image".to_owned()),
+            )
         } else {
             (GenerationStatus::Succeeded, None)
         };
         let media_ids = images.iter().map(|m| m.id).collect();
-        self.record(&attempt, status, served.clone(), &usage, error.clone(), media_ids).await;
+        self.record(&attempt, status, served.clone(), &usage, error.clone(), media_ids)
+            .await;
         if let Some(error) = error {
-            return Err(GenerationError::Upstream(atelier_openrouter::UpstreamError::InvalidResponse(error)));
+            return Err(GenerationError::Upstream(
+                atelier_openrouter::UpstreamError::InvalidResponse(error),
+            ));
         }
         Ok(ImageReply {
             generation_id: attempt.id,
@@ -169,7 +226,10 @@ impl Generator {
     }
 
     /// `POST /images`: raw base64 in `b64_json`.
-    async fn images_endpoint(&self, input: &ImageInput) -> Result<(Vec<Bytes>, UsageSummary, Option<String>), GenerationError> {
+    async fn images_endpoint(
+        &self,
+        input: &ImageInput,
+    ) -> Result<(Vec<Bytes>, UsageSummary, Option<String>), GenerationError> {
         let response = self
             .client
             .images(&ImagesRequest {
@@ -189,7 +249,10 @@ impl Generator {
     }
 
     /// Chat completions with `modalities`: images as data URLs in the message.
-    async fn images_by_chat(&self, input: &ImageInput) -> Result<(Vec<Bytes>, UsageSummary, Option<String>), GenerationError> {
+    async fn images_by_chat(
+        &self,
+        input: &ImageInput,
+    ) -> Result<(Vec<Bytes>, UsageSummary, Option<String>), GenerationError> {
         let mut image_config = serde_json::Map::new();
         if let Some(ratio) = &input.aspect_ratio {
             image_config.insert("aspect_ratio".into(), json!(ratio));
@@ -210,7 +273,10 @@ impl Generator {
             usage.prompt_tokens += part.prompt_tokens;
             usage.completion_tokens += part.completion_tokens;
             usage.cost_usd = Some(usage.cost_usd.unwrap_or(0.0) + part.cost_usd.unwrap_or(0.0));
-            let urls = response.choices.iter().flat_map(|c| c.message.images.iter().flatten());
+            let urls = response
+                .choices
+                .iter()
+                .flat_map(|c| c.message.images.iter().flatten());
             images.extend(urls.filter_map(|i| decode_data_url(&i.image_url.url)));
         }
         Ok((images, usage, served))
@@ -248,7 +314,10 @@ impl Generator {
 
     /// The user's history, newest first; waits for queued usage records first so a
     /// generation shows up as soon as it has answered.
-    pub async fn history(&self, query: &GenerationQuery) -> Result<(Vec<GenerationRecord>, bool), GenerationError> {
+    pub async fn history(
+        &self,
+        query: &GenerationQuery,
+    ) -> Result<(Vec<GenerationRecord>, bool), GenerationError> {
         self.usage.flush().await;
         Ok(self.store.generations(query).await?)
     }
@@ -276,7 +345,9 @@ pub fn check_prompt(model: &str, prompt: &str) -> Result<(), GenerationError> {
         return Err(GenerationError::Invalid("model must be a model id".into()));
     }
     if prompt.trim().is_empty() || prompt.chars().count() > MAX_PROMPT_CHARS {
-        return Err(GenerationError::Invalid(format!("prompt must have 1 to {MAX_PROMPT_CHARS} characters")));
+        return Err(GenerationError::Invalid(format!(
+            "prompt must have 1 to {MAX_PROMPT_CHARS} characters"
+        )));
     }
     Ok(())
 }
@@ -297,7 +368,10 @@ mod tests {
 
     #[test]
     fn data_urls_decode_only_when_base64() {
-        assert_eq!(decode_data_url("data:image/png;base64,aGk=").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(
+            decode_data_url("data:image/png;base64,aGk=").as_deref(),
+            Some(&b"hi"[..])
+        );
         assert_eq!(decode_data_url("data:text/plain,hi"), None);
         assert_eq!(decode_data_url("https://example.com/a.png"), None);
     }

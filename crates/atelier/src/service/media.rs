@@ -23,7 +23,12 @@ pub struct Sniffed {
 
 /// Recognises the image formats accepted as uploads and outputs.
 pub fn sniff_image(bytes: &[u8]) -> Option<Sniffed> {
-    let is = |content_type, extension| Some(Sniffed { content_type, extension });
+    let is = |content_type, extension| {
+        Some(Sniffed {
+            content_type,
+            extension,
+        })
+    };
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         is("image/png", "png")
     } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -38,9 +43,15 @@ pub fn sniff_image(bytes: &[u8]) -> Option<Sniffed> {
 /// Recognises the video containers upstreams return.
 pub fn sniff_video(bytes: &[u8]) -> Option<Sniffed> {
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        Some(Sniffed { content_type: "video/mp4", extension: "mp4" })
+        Some(Sniffed {
+            content_type: "video/mp4",
+            extension: "mp4",
+        })
     } else if bytes.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        Some(Sniffed { content_type: "video/webm", extension: "webm" })
+        Some(Sniffed {
+            content_type: "video/webm",
+            extension: "webm",
+        })
     } else {
         None
     }
@@ -60,7 +71,11 @@ fn storage_key(user_id: Uuid, id: Uuid, extension: &str) -> String {
 
 impl MediaLibrary {
     pub fn new(objects: Arc<dyn ObjectStore>, store: Arc<dyn Store>, max_upload: u64) -> Self {
-        MediaLibrary { objects, store, max_upload }
+        MediaLibrary {
+            objects,
+            store,
+            max_upload,
+        }
     }
 
     pub fn max_upload(&self) -> u64 {
@@ -79,7 +94,9 @@ impl MediaLibrary {
         let id = Uuid::now_v7();
         let key = storage_key(user_id, id, sniffed.extension);
         let size = bytes.len() as u64;
-        self.objects.put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes)).await?;
+        self.objects
+            .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
+            .await?;
         let record = MediaRecord {
             id,
             user_id,
@@ -97,7 +114,9 @@ impl MediaLibrary {
     /// Checks and stores an uploaded image (a start or end frame).
     pub async fn save_upload(&self, user_id: Uuid, bytes: Bytes) -> Result<MediaRecord, GenerationError> {
         if bytes.len() as u64 > self.max_upload {
-            return Err(GenerationError::UploadTooLarge { limit: self.max_upload });
+            return Err(GenerationError::UploadTooLarge {
+                limit: self.max_upload,
+            });
         }
         let sniffed = sniff_image(&bytes)
             .ok_or_else(|| GenerationError::UnsupportedMedia("the image must be PNG, JPEG or WebP".into()))?;
@@ -114,17 +133,27 @@ impl MediaLibrary {
 
     /// The whole item in memory (for frames sent upstream, which are small).
     pub async fn read_all(&self, record: &MediaRecord) -> Result<Bytes, GenerationError> {
-        let result = self.objects.get(&ObjectPath::from(record.storage_key.as_str())).await?;
+        let result = self
+            .objects
+            .get(&ObjectPath::from(record.storage_key.as_str()))
+            .await?;
         Ok(result.bytes().await?)
     }
 
     /// The item or a byte range of it, as a stream.
-    pub async fn open(&self, record: &MediaRecord, range: Option<Range<u64>>) -> Result<GetResult, GenerationError> {
+    pub async fn open(
+        &self,
+        record: &MediaRecord,
+        range: Option<Range<u64>>,
+    ) -> Result<GetResult, GenerationError> {
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        Ok(self.objects.get_opts(&ObjectPath::from(record.storage_key.as_str()), options).await?)
+        Ok(self
+            .objects
+            .get_opts(&ObjectPath::from(record.storage_key.as_str()), options)
+            .await?)
     }
 
     /// Removes stored bytes (when the account goes). Missing objects are fine.
@@ -144,12 +173,24 @@ mod tests {
 
     #[test]
     fn formats_are_judged_by_content() {
-        assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\nrest").map(|s| s.content_type), Some("image/png"));
-        assert_eq!(sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0]).map(|s| s.extension), Some("jpg"));
-        assert_eq!(sniff_image(b"RIFF\0\0\0\0WEBPVP8 ").map(|s| s.content_type), Some("image/webp"));
+        assert_eq!(
+            sniff_image(b"\x89PNG\r\n\x1a\nrest").map(|s| s.content_type),
+            Some("image/png")
+        );
+        assert_eq!(
+            sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0]).map(|s| s.extension),
+            Some("jpg")
+        );
+        assert_eq!(
+            sniff_image(b"RIFF\0\0\0\0WEBPVP8 ").map(|s| s.content_type),
+            Some("image/webp")
+        );
         assert_eq!(sniff_image(b"GIF89a"), None);
         assert_eq!(sniff_image(b"<svg xmlns="), None);
-        assert_eq!(sniff_video(b"\0\0\0\x18ftypmp42").map(|s| s.content_type), Some("video/mp4"));
+        assert_eq!(
+            sniff_video(b"\0\0\0\x18ftypmp42").map(|s| s.content_type),
+            Some("video/mp4")
+        );
         assert_eq!(sniff_video(b"\x89PNG"), None);
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use atelier_openrouter::{Client, FrameImage, UpstreamError, VideoRequest, VideoStatus};
 use atelier_store::{
-    GenerationKind, GenerationRecord, GenerationStatus, JobOutcome, JobProgress, JobStatus, MediaKind, Role, Store,
-    VideoJob, usd_to_nanos,
+    GenerationKind, GenerationRecord, GenerationStatus, JobOutcome, JobProgress, JobStatus, MediaKind, Role,
+    Store, VideoJob, usd_to_nanos,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -26,8 +26,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::catalog::ModelCatalog;
-use super::chrono_duration;
 use super::chat::excerpt;
+use super::chrono_duration;
 use super::generate::{ASPECT_RATIOS, decode_data_url};
 use super::generation_error::GenerationError;
 use super::media::{MediaLibrary, sniff_video};
@@ -95,7 +95,10 @@ impl VideoService {
         validate(&input)?;
         self.catalog.check_allowed(&input.model)?;
         let mut frames = Vec::new();
-        for (frame, kind) in [(&input.first_frame, "first_frame"), (&input.last_frame, "last_frame")] {
+        for (frame, kind) in [
+            (&input.first_frame, "first_frame"),
+            (&input.last_frame, "last_frame"),
+        ] {
             if let Some(frame) = frame {
                 frames.push(FrameImage::new(self.frame_data_url(user_id, frame).await?, kind));
             }
@@ -147,7 +150,9 @@ impl VideoService {
             FrameInput::Bytes(bytes) => self.media.save_upload(user_id, bytes.clone()).await?,
             FrameInput::DataUrl(url) => {
                 let bytes = decode_data_url(url).ok_or_else(|| {
-                    GenerationError::Invalid("a frame must be a base64 image data URL (data:image/png;base64,…)".into())
+                    GenerationError::Invalid(
+                        "a frame must be a base64 image data URL (data:image/png;base64,…)".into(),
+                    )
                 })?;
                 self.media.save_upload(user_id, bytes).await?
             }
@@ -160,7 +165,11 @@ impl VideoService {
             }
         };
         let bytes = self.media.read_all(&record).await?;
-        Ok(format!("data:{};base64,{}", record.content_type, B64.encode(&bytes)))
+        Ok(format!(
+            "data:{};base64,{}",
+            record.content_type,
+            B64.encode(&bytes)
+        ))
     }
 
     /// The job if it is the user's.
@@ -194,7 +203,11 @@ impl VideoService {
     pub async fn tick(&self) {
         let now = Utc::now();
         let lease_until = now + chrono_duration(self.settings.lease);
-        let jobs = match self.store.claim_video_jobs(&self.instance, now, lease_until, CLAIM_BATCH).await {
+        let jobs = match self
+            .store
+            .claim_video_jobs(&self.instance, now, lease_until, CLAIM_BATCH)
+            .await
+        {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim video jobs");
@@ -212,14 +225,26 @@ impl VideoService {
         let now = Utc::now();
         if now - job.created_at > chrono_duration(self.settings.max_job_age) {
             return self
-                .conclude(job, JobStatus::Expired, Some("the job took too long and was given up".into()), None, None)
+                .conclude(
+                    job,
+                    JobStatus::Expired,
+                    Some("the job took too long and was given up".into()),
+                    None,
+                    None,
+                )
                 .await;
         }
-        let polled = match self.client.poll_video(&job.upstream_id, job.polling_url.as_deref()).await {
+        let polled = match self
+            .client
+            .poll_video(&job.upstream_id, job.polling_url.as_deref())
+            .await
+        {
             Ok(polled) => polled,
             Err(UpstreamError::Status { status: 404, .. }) => {
                 let error = "the upstream no longer knows this job".to_owned();
-                return self.conclude(job, JobStatus::Failed, Some(error), None, None).await;
+                return self
+                    .conclude(job, JobStatus::Failed, Some(error), None, None)
+                    .await;
             }
             Err(e) => {
                 // Timeouts and outages are not the job's failure: try again later.
@@ -230,9 +255,14 @@ impl VideoService {
         let cost = polled.usage.as_ref().and_then(|u| u.cost).map(usd_to_nanos);
         match polled.status {
             VideoStatus::Pending => self.reschedule(job, JobStatus::Pending).await,
-            VideoStatus::InProgress | VideoStatus::Unknown => self.reschedule(job, JobStatus::InProgress).await,
+            VideoStatus::InProgress | VideoStatus::Unknown => {
+                self.reschedule(job, JobStatus::InProgress).await
+            }
             VideoStatus::Completed => match self.download(job).await {
-                Ok(media_id) => self.conclude(job, JobStatus::Completed, None, Some(media_id), cost).await,
+                Ok(media_id) => {
+                    self.conclude(job, JobStatus::Completed, None, Some(media_id), cost)
+                        .await
+                }
                 Err(e) => {
                     tracing::warn!(job_id = %job.id, error = %e, "video download failed; rescheduled");
                     self.reschedule(job, JobStatus::InProgress).await
@@ -244,7 +274,9 @@ impl VideoService {
                     VideoStatus::Expired => JobStatus::Expired,
                     _ => JobStatus::Failed,
                 };
-                let error = polled.error.unwrap_or_else(|| format!("the upstream reports the job {status}"));
+                let error = polled
+                    .error
+                    .unwrap_or_else(|| format!("the upstream reports the job {status}"));
                 self.conclude(job, status, Some(error), None, cost).await
             }
         }
@@ -274,16 +306,23 @@ impl VideoService {
 
     async fn download(&self, job: &VideoJob) -> Result<Uuid, GenerationError> {
         let response = self.client.video_content(&job.upstream_id, 0).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| GenerationError::Upstream(UpstreamError::Unreachable(format!("video download: {e}"))))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            GenerationError::Upstream(UpstreamError::Unreachable(format!("video download: {e}")))
+        })?;
         let sniffed = sniff_video(&bytes).ok_or_else(|| {
-            GenerationError::Upstream(UpstreamError::InvalidResponse("the video is neither MP4 nor WebM".into()))
+            GenerationError::Upstream(UpstreamError::InvalidResponse(
+                "the video is neither MP4 nor WebM".into(),
+            ))
         })?;
         let record = self
             .media
-            .save(job.user_id, MediaKind::Video, sniffed, bytes, Some(job.generation_id))
+            .save(
+                job.user_id,
+                MediaKind::Video,
+                sniffed,
+                bytes,
+                Some(job.generation_id),
+            )
             .await?;
         Ok(record.id)
     }
@@ -298,7 +337,14 @@ impl VideoService {
         cost_nanousd: Option<i64>,
     ) -> Result<(), GenerationError> {
         let now = Utc::now();
-        let outcome = JobOutcome { id: job.id, status, error: error.clone(), media_id, cost_nanousd, now };
+        let outcome = JobOutcome {
+            id: job.id,
+            status,
+            error: error.clone(),
+            media_id,
+            cost_nanousd,
+            now,
+        };
         if !self.store.finish_video_job(&outcome).await? {
             tracing::info!(job_id = %job.id, "video job already finished elsewhere");
             return Ok(());
@@ -312,7 +358,11 @@ impl VideoService {
                 kind: GenerationKind::Video,
                 model_requested: job.model.clone(),
                 model_served: (status == JobStatus::Completed).then(|| job.model.clone()),
-                status: if status == JobStatus::Completed { GenerationStatus::Succeeded } else { GenerationStatus::Failed },
+                status: if status == JobStatus::Completed {
+                    GenerationStatus::Succeeded
+                } else {
+                    GenerationStatus::Failed
+                },
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 cost_nanousd: cost_nanousd.unwrap_or(0),
@@ -365,7 +415,10 @@ fn validate(input: &VideoInput) -> Result<(), GenerationError> {
     if let Some(a) = &input.aspect_ratio
         && !ASPECT_RATIOS.contains(&a.as_str())
     {
-        return invalid(format!("aspect_ratio must be one of {}", ASPECT_RATIOS.join(", ")));
+        return invalid(format!(
+            "aspect_ratio must be one of {}",
+            ASPECT_RATIOS.join(", ")
+        ));
     }
     Ok(())
 }

@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use atelier::app::{self, App};
 use atelier::config::{Registration, Secret, Settings};
+use atelier_mock_upstream::{MockConfig, MockUpstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -20,6 +23,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub settings: Settings,
+    /// The offline upstream this server talks to; it survives restarts.
+    pub mock: Arc<MockUpstream>,
     dir: Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -83,7 +88,13 @@ impl TestApp {
 
     /// Starts a server whose settings `configure` may change first.
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_custom(MockConfig::default(), configure).await
+    }
+
+    /// Starts a mock upstream with `mock`, then a server on it.
+    pub async fn spawn_custom(mock: MockConfig, configure: impl FnOnce(&mut Settings)) -> Self {
         init_logs();
+        let mock = Arc::new(MockUpstream::start(mock).await.expect("mock upstream"));
         let dir = Arc::new(tempfile::tempdir().expect("temporary folder"));
         let mut settings = Settings {
             database_url: atelier_store::DatabaseUrl::DuckDb(dir.path().join("atelier.duckdb")),
@@ -93,11 +104,18 @@ impl TestApp {
             jwt_secret: Some(Secret::new(JWT_SECRET)),
             ..Settings::default()
         };
+        settings.upstream.base_url = mock.base_url();
+        settings.upstream.api_key = Some(Secret::new(mock.api_key()));
+        settings.upstream.first_byte_timeout = Duration::from_secs(10);
+        settings.media.dir = dir.path().join("media").display().to_string();
+        settings.video.poll_min_interval = Duration::from_millis(50);
+        settings.video.poll_max_interval = Duration::from_millis(100);
+        settings.video.tick = Duration::from_millis(25);
         configure(&mut settings);
-        Self::start(settings, dir).await
+        Self::start(settings, dir, mock).await
     }
 
-    async fn start(settings: Settings, dir: Arc<tempfile::TempDir>) -> Self {
+    async fn start(settings: Settings, dir: Arc<tempfile::TempDir>, mock: Arc<MockUpstream>) -> Self {
         let state = App::build(settings.clone()).await.expect("the app builds");
         state.bootstrap_admin().await.expect("the admin is created");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -110,6 +128,7 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             settings,
+            mock,
             dir,
             shutdown: Some(tx),
             task: Some(task),
@@ -136,7 +155,7 @@ impl TestApp {
         self.stop().await;
         let (mut settings, dir) = (self.settings.clone(), Arc::clone(&self.dir));
         configure(&mut settings);
-        Self::start(settings, dir).await
+        Self::start(settings, dir, Arc::clone(&self.mock)).await
     }
 
     pub fn db_path(&self) -> std::path::PathBuf {
@@ -250,5 +269,76 @@ pub async fn read(response: reqwest::Response) -> Reply {
         headers,
         body,
         text,
+    }
+}
+
+/// One server-sent event: its name and its JSON data.
+pub type SseEvent = (String, Value);
+
+/// Splits a whole event-stream body into events (comments skipped).
+pub fn parse_sse(body: &str) -> Vec<SseEvent> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut name = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            (!data.is_empty()).then(|| (name, serde_json::from_str(&data).unwrap_or(Value::String(data))))
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// Posts a streaming chat and reads the whole event stream.
+    pub async fn chat_stream(&self, token: &str, body: Value) -> (StatusCode, Vec<SseEvent>, String) {
+        let response = self
+            .client
+            .post(self.url("/ai/chat"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        (status, parse_sse(&text), text)
+    }
+
+    /// Downloads media with a token.
+    pub async fn media(&self, url: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// Polls a video job until it ends (or panics after `limit`).
+    pub async fn wait_for_job(&self, token: &str, job_id: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let job = self
+                .get(&format!("/generate/jobs/{job_id}"), Some(token))
+                .await
+                .expect(StatusCode::OK)
+                .body;
+            if matches!(
+                job["status"].as_str(),
+                Some("completed" | "failed" | "cancelled" | "expired")
+            ) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job never finished: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

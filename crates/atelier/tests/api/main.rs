@@ -6,6 +6,8 @@
 mod admin;
 mod auth;
 mod docs;
+mod generation;
 mod helpers;
 mod process;
 mod users;
+mod video;
