@@ -127,6 +127,8 @@ impl App {
             max_delay: a.backoff_max_delay,
         });
         let audit = Audit::new(Arc::clone(&store));
+        let objects = media_objects(&settings.media.dir)?;
+        let media = MediaLibrary::new(objects, Arc::clone(&store), settings.media.max_upload_bytes);
         let accounts = Accounts::new(
             Arc::clone(&store),
             hasher,
@@ -139,6 +141,7 @@ impl App {
                 idle: a.refresh_idle_ttl,
                 absolute: a.refresh_absolute_ttl,
             },
+            media.clone(),
         );
         tracing::info!(
             "auth: signing key {key_source}; access tokens {}, refresh {} idle / {} absolute; \
@@ -170,8 +173,6 @@ impl App {
             .await
             .map_err(|e| setup("the model catalog", anyhow::anyhow!("{e}")))?,
         );
-        let objects = media_objects(&settings.media.dir)?;
-        let media = MediaLibrary::new(objects, Arc::clone(&store), settings.media.max_upload_bytes);
         let chat = ChatService::new(
             client.clone(),
             Arc::clone(&store),

@@ -13,6 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{Audit, Entry, Event};
+use super::media::MediaLibrary;
 use super::{Origin, chrono_duration};
 use crate::auth::jwt::{AccessTokens, Claims, TokenError};
 use crate::auth::password::PasswordHasher;
@@ -119,6 +120,7 @@ pub struct Accounts {
     audit: Audit,
     registration: Registration,
     sessions: SessionPolicy,
+    media: MediaLibrary,
 }
 
 /// Whether `ensure_admin` had to create the account.
@@ -139,6 +141,7 @@ impl Accounts {
         audit: Audit,
         registration: Registration,
         sessions: SessionPolicy,
+        media: MediaLibrary,
     ) -> Self {
         Accounts {
             store,
@@ -149,6 +152,7 @@ impl Accounts {
             audit,
             registration,
             sessions,
+            media,
         }
     }
 
@@ -534,8 +538,11 @@ impl Accounts {
             return Err(AccountError::CannotDeleteSelf);
         }
         let user = self.user(id).await?;
+        let media_keys = self.store.user_media_keys(id).await?;
         self.store.delete_user(id).await?;
         self.revocations.remove_user(id);
+        // The records are gone with the account; now the bytes.
+        self.media.remove(&media_keys).await;
         self.audit
             .record(Entry {
                 event: Event::UserDeleted,

@@ -701,3 +701,30 @@ async fn history_lists_every_kind_newest_first_with_costs() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn deleting_a_user_removes_their_media_files() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let user = app.user().await;
+    app.post(
+        "/generate/image",
+        Some(&user.access),
+        json!({"model": "mock/image", "prompt": "x", "n": 2}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let folder = std::path::Path::new(&app.settings.media.dir)
+        .join("media")
+        .join(&user.id);
+    assert_eq!(
+        std::fs::read_dir(&folder).map(|d| d.count()).unwrap_or(0),
+        2,
+        "two files stored"
+    );
+    app.delete(&format!("/users/{}", user.id), Some(&admin.access))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let left = std::fs::read_dir(&folder).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the files went with the account");
+}

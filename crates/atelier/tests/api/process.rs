@@ -73,44 +73,49 @@ impl Workdir {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn atelier serve");
-        let log = Arc::new(Mutex::new(String::new()));
-        let reader = BufReader::new(child.stderr.take().expect("stderr"));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("log lock");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let started = Instant::now();
-        let addr = loop {
-            if let Some(addr) = listening_address(&log.lock().expect("log lock")) {
-                break addr;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "atelier exited with {status} before listening:\n{}",
-                    log.lock().expect("log")
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "atelier did not start:\n{}",
+        start(cmd)
+    }
+}
+
+/// Spawns a server command and waits until it listens.
+fn start(mut cmd: Command) -> Server {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn atelier serve");
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = BufReader::new(child.stderr.take().expect("stderr"));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            let mut log = sink.lock().expect("log lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let started = Instant::now();
+    let addr = loop {
+        if let Some(addr) = listening_address(&log.lock().expect("log lock")) {
+            break addr;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "atelier exited with {status} before listening:\n{}",
                 log.lock().expect("log")
             );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Server {
-            child,
-            log,
-            base: format!("http://{addr}"),
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "atelier did not start:\n{}",
+            log.lock().expect("log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Server {
+        child,
+        log,
+        base: format!("http://{addr}"),
     }
 }
 
@@ -400,4 +405,38 @@ fn print_config_shows_the_effective_settings_without_secrets() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn demo_mode_answers_offline_and_says_so() {
+    let work = Workdir::new();
+    let mut cmd = work.command(&["serve", "--demo"]);
+    cmd.env("ATELIER_ADMIN_EMAIL", "root@example.com")
+        .env("ATELIER_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let mut server = start(cmd);
+    let client = reqwest::blocking::Client::new();
+    let login: serde_json::Value = client
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "root@example.com", "password": ADMIN_PASSWORD}))
+        .send()
+        .expect("login")
+        .json()
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token");
+    let reply: serde_json::Value = client
+        .post(server.url("/ai/chat"))
+        .bearer_auth(token)
+        .json(&json!({"model": "mock/chat", "messages": [{"role": "user", "content": "hello demo"}]}))
+        .send()
+        .expect("chat")
+        .json()
+        .expect("json");
+    assert!(
+        reply["message"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("hello demo")),
+        "{reply}"
+    );
+    assert!(server.terminate());
+    assert!(server.log().contains("DEMO MODE"), "{}", server.log());
 }
