@@ -175,3 +175,54 @@ pub async fn set_allowed_models(
     let models = state.catalog.set_allowed(body.models).await?;
     Ok(Json(AllowedModels { models }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpstreamStatusResponse {
+    /// Where generation requests go.
+    pub base_url: String,
+    /// Whether an API key is configured.
+    pub configured: bool,
+    /// The key's limits and spend, when the upstream reports them.
+    pub key: Option<UpstreamKeyResponse>,
+    /// Why `key` is missing, when asking failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpstreamKeyResponse {
+    /// The key as the upstream shows it (masked).
+    pub label: Option<String>,
+    /// USD; absent when unlimited.
+    pub limit: Option<f64>,
+    pub limit_remaining: Option<f64>,
+    /// USD spent with this key.
+    pub usage: Option<f64>,
+    pub is_free_tier: Option<bool>,
+}
+
+/// The upstream connection and the operator key's limits and spend.
+#[utoipa::path(get, path = "/admin/upstream", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, description = "Upstream status", body = UpstreamStatusResponse),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody)))]
+pub async fn get_upstream(State(state): State<AppState>, _admin: AdminUser) -> Json<UpstreamStatusResponse> {
+    let client = state.catalog.client();
+    let (key, error) = match client.key_info().await {
+        Ok(info) => (
+            Some(UpstreamKeyResponse {
+                label: info.label,
+                limit: info.limit,
+                limit_remaining: info.limit_remaining,
+                usage: info.usage,
+                is_free_tier: info.is_free_tier,
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(ApiError::from(e).message().to_owned())),
+    };
+    Json(UpstreamStatusResponse {
+        base_url: client.config().base_url.to_string(),
+        configured: client.is_configured(),
+        key,
+        error,
+    })
+}

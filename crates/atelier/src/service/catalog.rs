@@ -76,6 +76,11 @@ impl ModelCatalog {
         })
     }
 
+    /// The upstream client the catalog asks.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The models of a modality that this server offers.
     pub async fn list(&self, modality: Modality) -> Result<Vec<ModelInfo>, GenerationError> {
         let all = self.all(modality).await?;

@@ -728,3 +728,46 @@ async fn deleting_a_user_removes_their_media_files() {
     let left = std::fs::read_dir(&folder).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "the files went with the account");
 }
+
+#[tokio::test]
+async fn admins_see_the_upstream_key_status() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    app.post(
+        "/generate/text",
+        Some(&admin.access),
+        json!({"model": "mock/chat", "prompt": "spend a little"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let status = app
+        .get("/admin/upstream", Some(&admin.access))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(status["configured"], true);
+    assert_eq!(status["base_url"], app.mock.base_url().as_str());
+    assert!(
+        status["key"]["usage"].as_f64().is_some_and(|u| u > 0.0),
+        "{status}"
+    );
+    let user = app.user().await;
+    app.get("/admin/upstream", Some(&user.access))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+    let keyless = TestApp::spawn_with(|s| s.upstream.api_key = None).await;
+    let admin = keyless.admin().await;
+    let status = keyless
+        .get("/admin/upstream", Some(&admin.access))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(status["configured"], false);
+    assert!(
+        status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("OPENROUTER_API_KEY")),
+        "{status}"
+    );
+}
