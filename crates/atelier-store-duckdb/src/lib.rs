@@ -399,6 +399,10 @@ impl Store for DuckDbStore {
         self.conns.read(move |c| studio::generations(c, &q)).await
     }
 
+    async fn usage_report(&self, since: DateTime<Utc>) -> StoreResult<UsageReport> {
+        self.conns.read(move |c| studio::usage_report(c, since)).await
+    }
+
     async fn create_video_job(&self, job: &VideoJob) -> StoreResult<()> {
         let j = job.clone();
         self.conns.write(move |tx| jobs::create(tx, &j)).await

@@ -410,6 +410,49 @@ impl GenerationRow {
     }
 }
 
+pub(crate) fn usage_report(conn: &Connection, since: DateTime<Utc>) -> StoreResult<UsageReport> {
+    let totals = |sql: &str| -> StoreResult<Vec<UsageTotal>> {
+        let rows = conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_map([sql::micros(since)], |r| {
+                    Ok(UsageTotal {
+                        key: r.get(0)?,
+                        label: r.get(1)?,
+                        generations: sql::count(r.get(2)?),
+                        tokens: sql::count(r.get::<_, Option<i64>>(3)?.unwrap_or(0)),
+                        cost_nanousd: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                    })
+                })?
+                .collect::<duckdb::Result<Vec<_>>>()
+            })
+            .map_err(sql::err)?;
+        Ok(rows)
+    };
+    // Sums of BIGINT are HUGEINT in DuckDB; cast back for the driver.
+    let by_user = totals(
+        "SELECT g.user_id, any_value(u.email), count(*), \
+                CAST(sum(g.prompt_tokens + g.completion_tokens) AS BIGINT), CAST(sum(g.cost_nanousd) AS BIGINT) \
+         FROM generations g LEFT JOIN users u ON u.id = g.user_id \
+         WHERE g.created_at >= make_timestamp($1) GROUP BY g.user_id ORDER BY 5 DESC, 3 DESC LIMIT 100",
+    )?;
+    let by_model = totals(
+        "SELECT coalesce(model_served, model_requested), CAST(NULL AS VARCHAR), count(*), \
+                CAST(sum(prompt_tokens + completion_tokens) AS BIGINT), CAST(sum(cost_nanousd) AS BIGINT) \
+         FROM generations WHERE created_at >= make_timestamp($1) GROUP BY 1 ORDER BY 5 DESC, 3 DESC LIMIT 100",
+    )?;
+    let by_day = totals(
+        "SELECT strftime(date_trunc('day', created_at), '%Y-%m-%d'), CAST(NULL AS VARCHAR), count(*), \
+                CAST(sum(prompt_tokens + completion_tokens) AS BIGINT), CAST(sum(cost_nanousd) AS BIGINT) \
+         FROM generations WHERE created_at >= make_timestamp($1) GROUP BY 1 ORDER BY 1",
+    )?;
+    Ok(UsageReport {
+        by_user,
+        by_model,
+        by_day,
+    })
+}
+
 // ---------------------------------------------------------------- settings
 
 pub(crate) fn setting(conn: &Connection, name: &str) -> StoreResult<Option<String>> {

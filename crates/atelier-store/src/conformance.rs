@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             generations_are_recorded_in_batches_and_paged,
             video_jobs_are_leased_and_finished_once,
             deleting_a_user_removes_their_content,
+            usage_is_summed_per_user_model_and_day,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1159,4 +1160,79 @@ pub async fn deleting_a_user_removes_their_content(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(kept, vec![g], "usage records stay for accounting");
+}
+
+pub async fn usage_is_summed_per_user_model_and_day(store: Arc<dyn Store>) {
+    let ada = store
+        .create_user(new_user("ada@example.com", Role::User))
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(new_user("bob@example.com", Role::User))
+        .await
+        .unwrap();
+    let yesterday = now() - Duration::days(1);
+    let mut records = vec![
+        generation(ada.id, GenerationKind::Chat, 0.5),
+        generation(ada.id, GenerationKind::Image, 0.25),
+        generation(bob.id, GenerationKind::Chat, 0.125),
+        GenerationRecord {
+            created_at: yesterday,
+            ..generation(bob.id, GenerationKind::Chat, 1.0)
+        },
+        GenerationRecord {
+            created_at: now() - Duration::days(40),
+            ..generation(bob.id, GenerationKind::Chat, 9.0)
+        },
+    ];
+    records[1].model_served = None;
+    records[1].model_requested = "m/image".into();
+    store.record_generations(&records).await.unwrap();
+    let ghost = generation(Uuid::now_v7(), GenerationKind::Text, 0.001);
+    store
+        .record_generations(std::slice::from_ref(&ghost))
+        .await
+        .unwrap();
+
+    let report = store.usage_report(now() - Duration::days(30)).await.unwrap();
+    let cost = |rows: &[UsageTotal], key: &str| {
+        rows.iter()
+            .find(|r| r.key == key)
+            .map(|r| nanos_to_usd(r.cost_nanousd))
+    };
+    assert_eq!(report.by_user.len(), 3);
+    assert_eq!(report.by_user[0].key, bob.id.to_string(), "biggest spender first");
+    assert_eq!(report.by_user[0].label.as_deref(), Some("bob@example.com"));
+    assert_eq!(
+        report.by_user[0].generations, 2,
+        "the 40-day-old record is outside"
+    );
+    assert_eq!(cost(&report.by_user, &ada.id.to_string()), Some(0.75));
+    assert_eq!(
+        report
+            .by_user
+            .iter()
+            .find(|r| r.key == ghost.user_id.to_string())
+            .and_then(|r| r.label.clone()),
+        None
+    );
+    assert_eq!(report.by_user[1].tokens, 2 * 46);
+    assert_eq!(cost(&report.by_model, "m/served"), Some(1.626));
+    assert_eq!(
+        cost(&report.by_model, "m/image"),
+        Some(0.25),
+        "the requested model when none served"
+    );
+    let days: Vec<&str> = report.by_day.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(
+        days,
+        [
+            yesterday.format("%Y-%m-%d").to_string(),
+            now().format("%Y-%m-%d").to_string()
+        ]
+    );
+    assert_eq!(
+        cost(&report.by_day, &yesterday.format("%Y-%m-%d").to_string()),
+        Some(1.0)
+    );
 }

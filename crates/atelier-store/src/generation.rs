@@ -217,3 +217,25 @@ pub fn usd_to_nanos(usd: f64) -> i64 {
 pub fn nanos_to_usd(nanos: i64) -> f64 {
     nanos as f64 / 1e9
 }
+
+/// Usage since some instant, summed three ways, for the admin console.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageReport {
+    /// Per user, biggest spender first (at most 100).
+    pub by_user: Vec<UsageTotal>,
+    /// Per model (the one that served, else the one asked for), biggest first.
+    pub by_model: Vec<UsageTotal>,
+    /// Per UTC day, oldest first; days without usage are absent.
+    pub by_day: Vec<UsageTotal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageTotal {
+    /// The user id, model id, or day (`YYYY-MM-DD`).
+    pub key: String,
+    /// The user's email, for per-user totals of users that still exist.
+    pub label: Option<String>,
+    pub generations: u64,
+    pub tokens: u64,
+    pub cost_nanousd: i64,
+}

@@ -174,6 +174,9 @@ pub trait Store: Send + Sync + 'static {
     /// A page of the user's generations, newest first, and whether more follow.
     async fn generations(&self, query: &GenerationQuery) -> StoreResult<(Vec<GenerationRecord>, bool)>;
 
+    /// Usage since `since`, per user, per model and per day.
+    async fn usage_report(&self, since: DateTime<Utc>) -> StoreResult<UsageReport>;
+
     // ---- video jobs ----
 
     async fn create_video_job(&self, job: &VideoJob) -> StoreResult<()>;

@@ -32,7 +32,8 @@ use crate::service::generate::Generator;
 use crate::service::media::MediaLibrary;
 use crate::service::usage::UsageRecorder;
 use crate::service::video::VideoService;
-use crate::{api, config};
+use crate::web::Web;
+use crate::{api, config, web};
 
 /// Largest JSON body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -72,6 +73,8 @@ pub struct App {
     pub videos: VideoService,
     /// Generated and uploaded media.
     pub media: MediaLibrary,
+    /// The web studio's templates and session helpers.
+    pub web: Web,
     /// Background tasks (usage writer, video worker, stream relays), awaited at shutdown.
     background: Background,
 }
@@ -221,6 +224,7 @@ impl App {
             generator,
             videos,
             media,
+            web: Web::new().map_err(|e| setup("the studio templates", e.into()))?,
             background,
         })))
     }
@@ -337,6 +341,7 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = api::router(upload_limit);
     let openapi_json = serde_json::to_string(&openapi).unwrap_or_else(|_| "{}".into());
     api.merge(api::docs::routes(openapi_json))
+        .merge(web::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -200,6 +200,7 @@ async fn start_demo_upstream(
         ..atelier_mock_upstream::MockConfig::default()
     })
     .await?;
+    settings.demo = true;
     settings.upstream.base_url = mock.base_url();
     settings.upstream.api_key = Some(config::Secret::new(mock.api_key()));
     // Demo videos finish in seconds; poll accordingly.

@@ -53,6 +53,29 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub media: MediaSettings,
     pub video: VideoSettings,
+    pub web: WebSettings,
+    /// Set by `serve --demo`, never by configuration: the upstream is the built-in mock.
+    #[serde(skip)]
+    pub demo: bool,
+}
+
+/// The web studio.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSettings {
+    /// Mark session cookies `Secure`: `auto` does so for requests that arrived over
+    /// HTTPS (as told by a trusted proxy's `X-Forwarded-Proto`), `always` for every
+    /// request (behind TLS), `never` for none.
+    pub secure_cookies: CookieSecurity,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieSecurity {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for Settings {
@@ -71,6 +94,8 @@ impl Default for Settings {
             upstream: UpstreamSettings::default(),
             media: MediaSettings::default(),
             video: VideoSettings::default(),
+            web: WebSettings::default(),
+            demo: false,
         }
     }
 }

@@ -12,3 +12,4 @@ pub mod config;
 pub mod error;
 pub mod service;
 pub mod telemetry;
+pub mod web;

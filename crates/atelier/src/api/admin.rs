@@ -226,3 +226,79 @@ pub async fn get_upstream(State(state): State<AppState>, _admin: AdminUser) -> J
         error,
     })
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// How many days back, 1 to 366 (default 30).
+    pub days: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReportResponse {
+    pub days: u32,
+    pub total_cost_usd: f64,
+    pub total_generations: u64,
+    pub by_user: Vec<UsageTotalResponse>,
+    pub by_model: Vec<UsageTotalResponse>,
+    /// Oldest first; days without usage are left out.
+    pub by_day: Vec<UsageTotalResponse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageTotalResponse {
+    /// User id, model id, or day (`YYYY-MM-DD`).
+    pub key: String,
+    /// The user's email, for users that still exist.
+    pub label: Option<String>,
+    pub generations: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl From<&atelier_store::UsageTotal> for UsageTotalResponse {
+    fn from(t: &atelier_store::UsageTotal) -> Self {
+        UsageTotalResponse {
+            key: t.key.clone(),
+            label: t.label.clone(),
+            generations: t.generations,
+            tokens: t.tokens,
+            cost_usd: atelier_store::nanos_to_usd(t.cost_nanousd),
+        }
+    }
+}
+
+/// Usage and cost per user, per model and per day.
+#[utoipa::path(get, path = "/admin/usage", tag = "admin", security(("bearer" = [])), params(UsageQuery), responses(
+    (status = 200, description = "Usage report", body = UsageReportResponse),
+    (status = 403, description = "`forbidden`: not an admin", body = ErrorBody),
+    (status = 422, description = "`invalid_query`", body = ErrorBody)))]
+pub async fn get_usage(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<UsageQuery>,
+) -> Result<Json<UsageReportResponse>, ApiError> {
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            "days must be between 1 and 366",
+        ));
+    }
+    Ok(Json(usage_response(&state, days).await?))
+}
+
+/// The report for the REST API and the admin console alike.
+pub async fn usage_response(state: &AppState, days: u32) -> Result<UsageReportResponse, ApiError> {
+    state.generator.flush_usage().await;
+    let report = state.admin.usage(days).await?;
+    Ok(UsageReportResponse {
+        days,
+        total_cost_usd: atelier_store::nanos_to_usd(report.by_day.iter().map(|d| d.cost_nanousd).sum()),
+        total_generations: report.by_day.iter().map(|d| d.generations).sum(),
+        by_user: report.by_user.iter().map(Into::into).collect(),
+        by_model: report.by_model.iter().map(Into::into).collect(),
+        by_day: report.by_day.iter().map(Into::into).collect(),
+    })
+}

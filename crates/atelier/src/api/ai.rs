@@ -266,7 +266,17 @@ pub async fn chat(
         })
         .into_response());
     }
-    let start = state.chat.stream(user.user_id, input).await?;
+    stream_response(&state, user.user_id, input).await
+}
+
+/// Starts a streamed answer and relays it as server-sent events (the API and the
+/// studio share this).
+pub async fn stream_response(
+    state: &AppState,
+    user_id: Uuid,
+    input: ChatInput,
+) -> Result<Response, ApiError> {
+    let start = state.chat.stream(user_id, input).await?;
     let first = Event::default()
         .event("start")
         .json_data(json!({"conversation_id": start.conversation_id, "message_id": start.message_id}))

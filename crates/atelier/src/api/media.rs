@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use atelier_store::Role;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -28,7 +29,18 @@ pub async fn get_media(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let record = state.media.visible(id, user.user_id, user.role).await?;
+    serve(&state, user.user_id, user.role, id, &headers).await
+}
+
+/// Serves a media item to `viewer` (the API and the studio share this).
+pub async fn serve(
+    state: &AppState,
+    viewer: Uuid,
+    role: Role,
+    id: Uuid,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let record = state.media.visible(id, viewer, role).await?;
     let size = record.size_bytes;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,

@@ -47,6 +47,7 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::purge_tokens))
         .routes(routes!(admin::get_allowed_models, admin::set_allowed_models))
         .routes(routes!(admin::get_upstream))
+        .routes(routes!(admin::get_usage))
         .routes(routes!(ai::list_models))
         .routes(routes!(ai::chat))
         .routes(routes!(ai::list_conversations))

@@ -73,6 +73,13 @@ impl AdminService {
         }
     }
 
+    /// Usage over the last `days` days, per user, model and day.
+    pub async fn usage(&self, days: u32) -> Result<atelier_store::UsageReport, StoreError> {
+        self.store
+            .usage_report(Utc::now() - chrono::Duration::days(i64::from(days)))
+            .await
+    }
+
     pub async fn purge_tokens(&self, actor: Option<Uuid>, origin: &Origin) -> Result<u64, StoreError> {
         let purged = self.store.purge_refresh_tokens(Utc::now()).await?;
         self.audit

@@ -312,6 +312,11 @@ impl Generator {
             .await;
     }
 
+    /// Waits until queued usage records are stored.
+    pub async fn flush_usage(&self) {
+        self.usage.flush().await;
+    }
+
     /// The user's history, newest first; waits for queued usage records first so a
     /// generation shows up as soon as it has answered.
     pub async fn history(

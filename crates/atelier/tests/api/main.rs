@@ -9,5 +9,6 @@ mod docs;
 mod generation;
 mod helpers;
 mod process;
+mod studio;
 mod users;
 mod video;
