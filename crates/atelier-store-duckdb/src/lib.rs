@@ -8,6 +8,7 @@
 //! worker.
 
 mod conn;
+mod gateway;
 mod jobs;
 mod migrate;
 mod sql;
@@ -437,5 +438,49 @@ impl Store for DuckDbStore {
     async fn finish_video_job(&self, outcome: &JobOutcome) -> StoreResult<bool> {
         let o = outcome.clone();
         self.conns.write(move |tx| jobs::finish(tx, &o)).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let k = key.clone();
+        self.conns.write(move |tx| gateway::create_key(tx, &k)).await
+    }
+
+    async fn api_keys(&self, user_id: Uuid) -> StoreResult<Vec<ApiKey>> {
+        self.conns.read(move |c| gateway::keys_of(c, user_id)).await
+    }
+
+    async fn live_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.conns.read(gateway::live_keys).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        user_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ApiKey> {
+        self.conns
+            .write(move |tx| gateway::revoke_key(tx, id, user_id, now))
+            .await
+    }
+
+    async fn touch_api_keys(&self, uses: &[(Uuid, DateTime<Utc>)]) -> StoreResult<()> {
+        let uses = uses.to_vec();
+        self.conns.write(move |tx| gateway::touch_keys(tx, &uses)).await
+    }
+
+    async fn budget_overrides(&self) -> StoreResult<Vec<BudgetOverride>> {
+        self.conns.read(gateway::budget_overrides).await
+    }
+
+    async fn set_budget_override(&self, budget: &BudgetOverride, now: DateTime<Utc>) -> StoreResult<()> {
+        let b = budget.clone();
+        self.conns
+            .write(move |tx| gateway::set_budget_override(tx, &b, now))
+            .await
+    }
+
+    async fn spend_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<Spend>> {
+        self.conns.read(move |c| gateway::spend_since(c, since)).await
     }
 }

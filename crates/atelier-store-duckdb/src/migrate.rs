@@ -11,6 +11,7 @@ use crate::sql;
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "accounts", include_str!("../migrations/0001_accounts.sql")),
     (2, "generation", include_str!("../migrations/0002_generation.sql")),
+    (3, "gateway", include_str!("../migrations/0003_gateway.sql")),
 ];
 
 pub(crate) fn apply(tx: &Transaction<'_>) -> StoreResult<MigrationReport> {

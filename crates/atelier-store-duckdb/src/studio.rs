@@ -198,6 +198,8 @@ pub(crate) fn delete_user_content(tx: &Connection, user_id: Uuid) -> StoreResult
         "DELETE FROM conversations WHERE user_id = ?",
         "DELETE FROM media WHERE user_id = ?",
         "DELETE FROM video_jobs WHERE user_id = ?",
+        "DELETE FROM api_keys WHERE user_id = ?",
+        "DELETE FROM user_budgets WHERE user_id = ?",
     ] {
         tx.execute(statement, [&id]).map_err(sql::err)?;
     }

@@ -48,6 +48,8 @@ macro_rules! conformance_tests {
             video_jobs_are_leased_and_finished_once,
             deleting_a_user_removes_their_content,
             usage_is_summed_per_user_model_and_day,
+            api_keys_are_listed_revoked_and_touched,
+            budget_overrides_and_spend,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -1234,5 +1236,128 @@ pub async fn usage_is_summed_per_user_model_and_day(store: Arc<dyn Store>) {
     assert_eq!(
         cost(&report.by_day, &yesterday.format("%Y-%m-%d").to_string()),
         Some(1.0)
+    );
+}
+
+fn api_key(user_id: Uuid, n: u8) -> ApiKey {
+    ApiKey {
+        id: Uuid::now_v7(),
+        user_id,
+        public_id: format!("pub{n}"),
+        key_hash: token(n),
+        name: format!("key {n}"),
+        scopes: vec!["chat".into(), "images".into()],
+        expires_at: Some(now() + Duration::days(30)),
+        created_at: now(),
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+pub async fn api_keys_are_listed_revoked_and_touched(store: Arc<dyn Store>) {
+    let ada = store
+        .create_user(new_user("ada@example.com", Role::User))
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(new_user("bob@example.com", Role::User))
+        .await
+        .unwrap();
+    let a1 = api_key(ada.id, 1);
+    let a2 = ApiKey {
+        scopes: Vec::new(),
+        expires_at: None,
+        ..api_key(ada.id, 2)
+    };
+    let b1 = api_key(bob.id, 3);
+    for k in [&a1, &a2, &b1] {
+        store.create_api_key(k).await.unwrap();
+    }
+    assert_eq!(
+        store.api_keys(ada.id).await.unwrap(),
+        vec![a2.clone(), a1.clone()],
+        "newest first, all fields"
+    );
+    assert_eq!(store.live_api_keys().await.unwrap().len(), 3);
+
+    // Bob cannot revoke Ada's key; Ada can; twice is not found.
+    assert!(matches!(
+        store.revoke_api_key(a1.id, Some(bob.id), now()).await,
+        Err(StoreError::NotFound)
+    ));
+    let revoked = store.revoke_api_key(a1.id, Some(ada.id), now()).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(matches!(
+        store.revoke_api_key(a1.id, None, now()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.api_keys(ada.id).await.unwrap(), vec![a2.clone()]);
+    assert_eq!(store.live_api_keys().await.unwrap().len(), 2);
+    // An admin (no user given) may revoke anyone's.
+    store.revoke_api_key(b1.id, None, now()).await.unwrap();
+
+    let used = now() + Duration::seconds(3);
+    store.touch_api_keys(&[(a2.id, used)]).await.unwrap();
+    assert_eq!(store.api_keys(ada.id).await.unwrap()[0].last_used_at, Some(used));
+
+    store.delete_user(ada.id).await.unwrap();
+    assert!(
+        store.live_api_keys().await.unwrap().is_empty(),
+        "keys go with their user"
+    );
+}
+
+pub async fn budget_overrides_and_spend(store: Arc<dyn Store>) {
+    let ada = store
+        .create_user(new_user("ada@example.com", Role::User))
+        .await
+        .unwrap();
+    let budget = BudgetOverride {
+        user_id: ada.id,
+        daily_nanousd: Some(usd_to_nanos(1.5)),
+        monthly_nanousd: None,
+        daily_requests: Some(100),
+        monthly_requests: None,
+    };
+    store.set_budget_override(&budget, now()).await.unwrap();
+    assert_eq!(store.budget_overrides().await.unwrap(), vec![budget.clone()]);
+    let changed = BudgetOverride {
+        monthly_nanousd: Some(usd_to_nanos(20.0)),
+        ..budget.clone()
+    };
+    store.set_budget_override(&changed, now()).await.unwrap();
+    assert_eq!(store.budget_overrides().await.unwrap(), vec![changed]);
+    store
+        .set_budget_override(
+            &BudgetOverride {
+                user_id: ada.id,
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.budget_overrides().await.unwrap().is_empty(),
+        "an empty override is removed"
+    );
+
+    let records = vec![
+        generation(ada.id, GenerationKind::Chat, 0.25),
+        generation(ada.id, GenerationKind::Chat, 0.5),
+        GenerationRecord {
+            created_at: now() - Duration::days(2),
+            ..generation(ada.id, GenerationKind::Chat, 9.0)
+        },
+    ];
+    store.record_generations(&records).await.unwrap();
+    let spend = store.spend_since(now() - Duration::hours(1)).await.unwrap();
+    assert_eq!(
+        spend,
+        vec![Spend {
+            user_id: ada.id,
+            cost_nanousd: usd_to_nanos(0.75),
+            requests: 2
+        }]
     );
 }

@@ -239,3 +239,38 @@ pub struct UsageTotal {
     pub tokens: u64,
     pub cost_nanousd: i64,
 }
+
+/// An API key as stored: never the key itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// The non-secret middle part of the key, shown to tell keys apart.
+    pub public_id: String,
+    pub key_hash: crate::TokenHash,
+    pub name: String,
+    /// `chat`, `images`, `videos`; empty means all.
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// An admin's per-user budget caps; `None` fields fall back to the role's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BudgetOverride {
+    pub user_id: Uuid,
+    pub daily_nanousd: Option<i64>,
+    pub monthly_nanousd: Option<i64>,
+    pub daily_requests: Option<u64>,
+    pub monthly_requests: Option<u64>,
+}
+
+/// What one user has spent since some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    pub user_id: Uuid,
+    pub cost_nanousd: i64,
+    pub requests: u64,
+}

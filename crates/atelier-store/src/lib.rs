@@ -204,4 +204,36 @@ pub trait Store: Send + Sync + 'static {
     /// Moves an unfinished job to its terminal state. `true` for exactly one caller per
     /// job: whoever sees `true` records its cost.
     async fn finish_video_job(&self, outcome: &JobOutcome) -> StoreResult<bool>;
+
+    // ---- API keys ----
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+
+    /// The user's keys that are not revoked, newest first.
+    async fn api_keys(&self, user_id: Uuid) -> StoreResult<Vec<ApiKey>>;
+
+    /// Every key that is not revoked, to fill the in-memory lookup at start-up.
+    async fn live_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+
+    /// Revokes a key (of `user_id` when given); [`StoreError::NotFound`] if there is
+    /// no such live key.
+    async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        user_id: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ApiKey>;
+
+    /// Records when keys were last used, in one batch.
+    async fn touch_api_keys(&self, uses: &[(Uuid, DateTime<Utc>)]) -> StoreResult<()>;
+
+    // ---- budgets ----
+
+    async fn budget_overrides(&self) -> StoreResult<Vec<BudgetOverride>>;
+
+    /// Stores the override; one with every field `None` removes it.
+    async fn set_budget_override(&self, budget: &BudgetOverride, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Cost and number of usage records per user since `since`.
+    async fn spend_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<Spend>>;
 }

@@ -1,12 +1,13 @@
 //! The application: its state, built in one place, and the HTTP server around it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_store::{DatabaseUrl, MigrationReport, Store};
+use atelier_store::{DatabaseUrl, MigrationReport, Role, Store};
 use atelier_store_duckdb::DuckDbStore;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,13 +24,18 @@ use crate::auth::revocation::Revocations;
 use crate::auth::throttle::{LoginThrottle, Policy};
 use crate::config::Settings;
 use crate::error::{ApiError, StartupError};
+use crate::service::Routing;
 use crate::service::accounts::{Accounts, Bootstrap, SessionPolicy};
 use crate::service::admin::AdminService;
 use crate::service::audit::Audit;
+use crate::service::budgets::{Budgets, Caps, caps_from_usd};
 use crate::service::catalog::ModelCatalog;
 use crate::service::chat::ChatService;
 use crate::service::generate::Generator;
+use crate::service::keys::ApiKeys;
+use crate::service::limits::{LimitScope, LimitTable, RateLimiter};
 use crate::service::media::MediaLibrary;
+use crate::service::routing::ModelRouter;
 use crate::service::usage::UsageRecorder;
 use crate::service::video::VideoService;
 use crate::web::Web;
@@ -65,6 +71,14 @@ pub struct App {
     pub admin: AdminService,
     /// The models on offer and the admins' allow-list.
     pub catalog: Arc<ModelCatalog>,
+    /// Aliases, fallback chains and per-role model restrictions.
+    pub routing: Routing,
+    /// Live API keys, checked in memory.
+    pub keys: Arc<ApiKeys>,
+    /// Requests per principal and scope.
+    pub limiter: RateLimiter,
+    /// Spending and request caps per user.
+    pub budgets: Arc<Budgets>,
     /// Conversations and chat.
     pub chat: ChatService,
     /// One-shot text and image generation, and the history.
@@ -165,7 +179,23 @@ impl App {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         };
-        let usage = UsageRecorder::start(Arc::clone(&store), &background.tracker, background.stop.clone());
+        let budgets = Arc::new(
+            Budgets::load(Arc::clone(&store), budget_defaults(&settings.budgets))
+                .await
+                .map_err(|e| setup("budgets", e.into()))?,
+        );
+        let usage = UsageRecorder::start(
+            Arc::clone(&store),
+            Arc::clone(&budgets),
+            &background.tracker,
+            background.stop.clone(),
+        );
+        let keys = Arc::new(
+            ApiKeys::load(Arc::clone(&store))
+                .await
+                .map_err(|e| setup("API keys", e.into()))?,
+        );
+        let limiter = rate_limiter(&settings).await?;
         let client = upstream_client(&settings.upstream)?;
         let catalog = Arc::new(
             ModelCatalog::load(
@@ -176,17 +206,24 @@ impl App {
             .await
             .map_err(|e| setup("the model catalog", anyhow::anyhow!("{e}")))?,
         );
+        let routing = Routing {
+            router: Arc::new(
+                ModelRouter::new(settings.routing.clone())
+                    .map_err(|e| setup("model routing", anyhow::anyhow!(e)))?,
+            ),
+            catalog: Arc::clone(&catalog),
+        };
         let chat = ChatService::new(
             client.clone(),
             Arc::clone(&store),
-            Arc::clone(&catalog),
+            routing.clone(),
             usage.clone(),
             background.tracker.clone(),
         );
         let generator = Generator::new(
             client.clone(),
             Arc::clone(&store),
-            Arc::clone(&catalog),
+            routing.clone(),
             media.clone(),
             usage.clone(),
             settings.upstream.image_endpoint,
@@ -194,10 +231,16 @@ impl App {
         let videos = VideoService::new(
             client.clone(),
             Arc::clone(&store),
-            Arc::clone(&catalog),
+            routing.clone(),
             media.clone(),
             usage,
             settings.video.clone(),
+        );
+        tracing::info!(
+            "gateway: {} API key(s); rate limits {}; {} routing alias(es)",
+            keys.count(),
+            limiter.backend_name(),
+            routing.router.aliases().len(),
         );
         tracing::info!(
             "upstream: {}{}; media in {}; {} model(s) allowed",
@@ -220,6 +263,10 @@ impl App {
             accounts,
             admin,
             catalog,
+            routing,
+            keys,
+            limiter,
+            budgets,
             chat,
             generator,
             videos,
@@ -233,6 +280,8 @@ impl App {
     pub fn start_workers(&self) {
         self.videos
             .start_worker(&self.background.tracker, self.background.stop.clone());
+        self.keys
+            .start_flusher(&self.background.tracker, self.background.stop.clone());
     }
 
     /// Stops background work: streams finish their bookkeeping, the video worker
@@ -297,6 +346,43 @@ fn media_objects(dir: &str) -> Result<Arc<dyn object_store::ObjectStore>, Startu
     let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
         .map_err(|e| setup("the media folder", anyhow::anyhow!("{dir}: {e}")))?;
     Ok(Arc::new(local))
+}
+
+/// Role defaults for budgets, from the settings.
+fn budget_defaults(settings: &config::BudgetsSettings) -> HashMap<Role, Caps> {
+    let caps = |b: &config::RoleBudget| {
+        caps_from_usd(b.daily_usd, b.monthly_usd, b.daily_requests, b.monthly_requests)
+    };
+    HashMap::from([
+        (Role::User, caps(&settings.user)),
+        (Role::Admin, caps(&settings.admin)),
+    ])
+}
+
+/// The limiter: shared through Redis when a URL is configured, else in memory.
+async fn rate_limiter(settings: &Settings) -> Result<RateLimiter, StartupError> {
+    let l = &settings.limits;
+    let mut table = LimitTable {
+        login: l.login,
+        ..LimitTable::default()
+    };
+    for (role, limits) in [(Role::User, &l.user), (Role::Admin, &l.admin)] {
+        for (scope, rate) in [
+            (LimitScope::Chat, limits.chat),
+            (LimitScope::Images, limits.images),
+            (LimitScope::Videos, limits.videos),
+        ] {
+            if let Some(rate) = rate {
+                table.by_role.insert((role, scope), rate);
+            }
+        }
+    }
+    match &settings.redis_url {
+        Some(url) => RateLimiter::with_redis(table, url.expose())
+            .await
+            .map_err(|e| setup("Redis for rate limits", e.into())),
+        None => Ok(RateLimiter::in_memory(table)),
+    }
 }
 
 /// Chooses the backend from the URL's scheme.

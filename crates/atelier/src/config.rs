@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use atelier_store::DatabaseUrl;
+
+use crate::service::limits::Rate;
+use crate::service::routing::RoutingSettings;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Prefix of the environment variables that set keys.
@@ -54,9 +57,91 @@ pub struct Settings {
     pub media: MediaSettings,
     pub video: VideoSettings,
     pub web: WebSettings,
+    /// Redis for limits shared by several instances; unset keeps them in memory.
+    pub redis_url: Option<Secret>,
+    pub limits: LimitsSettings,
+    pub budgets: BudgetsSettings,
+    /// Aliases, strategies and per-role model restrictions (also `models.toml`).
+    pub routing: RoutingSettings,
+    /// A file with the routing settings at its top level, read if it exists; it
+    /// replaces the `[routing]` section.
+    pub routing_file: PathBuf,
     /// Set by `serve --demo`, never by configuration: the upstream is the built-in mock.
     #[serde(skip)]
     pub demo: bool,
+}
+
+/// Requests allowed per role and scope, as `N/period` (`60/1m`); unset is unlimited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    /// Login attempts per client address.
+    pub login: Option<Rate>,
+    pub user: RoleLimits,
+    pub admin: RoleLimits,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        LimitsSettings {
+            login: "60/1m".parse().ok(),
+            user: RoleLimits {
+                chat: "120/1m".parse().ok(),
+                images: "30/1m".parse().ok(),
+                videos: "10/1h".parse().ok(),
+            },
+            admin: RoleLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleLimits {
+    /// Chat and text generation (REST and `/v1`).
+    pub chat: Option<Rate>,
+    pub images: Option<Rate>,
+    pub videos: Option<Rate>,
+}
+
+/// Spending and request caps per role; unset is unlimited. Admins override them
+/// per user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetsSettings {
+    pub user: RoleBudget,
+    pub admin: RoleBudget,
+    /// Held per request while its real cost is unknown, when the model's prices are
+    /// not known: chat and text, images, videos (USD).
+    pub estimate_chat_usd: f64,
+    pub estimate_image_usd: f64,
+    pub estimate_video_usd: f64,
+}
+
+impl Default for BudgetsSettings {
+    fn default() -> Self {
+        BudgetsSettings {
+            user: RoleBudget {
+                daily_usd: Some(5.0),
+                monthly_usd: Some(50.0),
+                daily_requests: None,
+                monthly_requests: None,
+            },
+            admin: RoleBudget::default(),
+            estimate_chat_usd: 0.01,
+            estimate_image_usd: 0.05,
+            estimate_video_usd: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleBudget {
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    pub daily_requests: Option<u64>,
+    pub monthly_requests: Option<u64>,
 }
 
 /// The web studio.
@@ -95,6 +180,11 @@ impl Default for Settings {
             media: MediaSettings::default(),
             video: VideoSettings::default(),
             web: WebSettings::default(),
+            redis_url: None,
+            limits: LimitsSettings::default(),
+            budgets: BudgetsSettings::default(),
+            routing: RoutingSettings::default(),
+            routing_file: PathBuf::from("models.toml"),
             demo: false,
         }
     }
@@ -419,6 +509,17 @@ fn load_from(
             None => ConfigError::Invalid(message),
         }
     })?;
+    let mut settings = settings;
+    if settings.routing_file.exists() {
+        let text = std::fs::read_to_string(&settings.routing_file).map_err(|source| ConfigError::Read {
+            path: settings.routing_file.clone(),
+            source,
+        })?;
+        settings.routing = toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: settings.routing_file.clone(),
+            message: e.message().to_owned(),
+        })?;
+    }
     settings.validate()?;
     Ok(Loaded {
         settings,
@@ -429,7 +530,7 @@ fn load_from(
 
 /// Top-level keys whose default is unset, so they are absent from the defaults table.
 fn is_optional_key(key: &str) -> bool {
-    matches!(key, "jwt_secret" | "admin_email" | "admin_password")
+    matches!(key, "jwt_secret" | "admin_email" | "admin_password" | "redis_url")
 }
 
 /// Reads `text` as the type the default value at `path` has; unset keys are strings.
@@ -519,6 +620,7 @@ impl Settings {
                 self.upstream.base_url
             ));
         }
+        crate::service::routing::ModelRouter::new(self.routing.clone()).map_err(ConfigError::Invalid)?;
         let v = &self.video;
         if v.poll_min_interval.is_zero() || v.poll_min_interval > v.poll_max_interval || v.tick.is_zero() {
             return invalid("video: need 0 < poll_min_interval <= poll_max_interval and tick > 0".into());
@@ -643,14 +745,27 @@ mod tests {
         // Every key of the defaults appears in the example, set or commented out.
         let text = std::fs::read_to_string(&example).expect("read example");
         let defaults = toml::Table::try_from(Settings::default()).expect("table");
-        let mut keys: Vec<String> = Vec::new();
-        for (k, v) in &defaults {
-            match v.as_table() {
-                Some(section) => keys.extend(section.keys().cloned()),
-                None => keys.push(k.clone()),
+        fn leaves(table: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in table {
+                match v.as_table() {
+                    Some(inner) => leaves(inner, out),
+                    None => out.push(k.clone()),
+                }
             }
         }
-        keys.extend(["jwt_secret", "admin_email", "admin_password"].map(String::from));
+        let mut keys: Vec<String> = Vec::new();
+        leaves(&defaults, &mut keys);
+        keys.extend(
+            [
+                "jwt_secret",
+                "admin_email",
+                "admin_password",
+                "redis_url",
+                "api_key",
+                "referer",
+            ]
+            .map(String::from),
+        );
         for key in keys {
             assert!(
                 text.contains(&format!("{key} =")),

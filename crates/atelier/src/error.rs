@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use atelier_store::StoreError;
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -31,6 +31,10 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Facts some errors add, e.g. `remaining_usd` and `resets_at` for `budget_exceeded`.
+    #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -39,6 +43,9 @@ pub struct ApiError {
     code: &'static str,
     message: Cow<'static, str>,
     retry_after: Option<Duration>,
+    /// More headers for the response (e.g. `RateLimit-*`).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    details: serde_json::Map<String, serde_json::Value>,
     /// Logged, never sent.
     cause: Option<anyhow::Error>,
 }
@@ -50,8 +57,28 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            headers: Vec::new(),
+            details: serde_json::Map::new(),
             cause: None,
         }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.insert(key.to_owned(), value);
+        self
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    pub fn details(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.details
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -121,6 +148,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message.into_owned(),
+                details: self.details,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
@@ -132,6 +160,9 @@ impl IntoResponse for ApiError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
         }
         response
     }
@@ -176,6 +207,8 @@ impl From<AccountError> for ApiError {
             E::InvalidToken => ApiError::unauthorized("invalid_token", message),
             E::TokenExpired => ApiError::unauthorized("token_expired", message),
             E::TokenRevoked => ApiError::unauthorized("token_revoked", message),
+            E::InvalidApiKey => ApiError::unauthorized("invalid_api_key", message),
+            E::ApiKeyExpired => ApiError::unauthorized("api_key_expired", message),
             E::WrongCurrentPassword => ApiError::new(StatusCode::FORBIDDEN, "wrong_password", message),
             E::NothingToChange => ApiError::unprocessable("nothing_to_change", message),
             E::UserNotFound => ApiError::not_found("user_not_found", message),

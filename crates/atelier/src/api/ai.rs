@@ -20,8 +20,13 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, ErrorBody};
+use crate::service::accounts::Principal;
+use crate::service::budgets::Reservation;
 use crate::service::catalog::{Modality, ModelInfo};
 use crate::service::chat::{ChatEvent, ChatInput, InputMessage, UsageSummary};
+use crate::service::keys::Scope;
+
+use super::gate;
 
 // ---------------------------------------------------------------- models
 
@@ -242,6 +247,9 @@ pub async fn chat(
     ApiJson(body): ApiJson<ChatRequestBody>,
 ) -> Result<Response, ApiError> {
     let streaming = body.stream;
+    let prompt_chars = body.messages.iter().map(|m| m.content.len()).sum();
+    let estimate = gate::estimate_chat(&state, &body.model, prompt_chars, body.max_tokens);
+    let hold = gate::admit(&state, &user, Scope::Chat, estimate).await?;
     let input = ChatInput {
         model: body.model,
         messages: body
@@ -257,7 +265,8 @@ pub async fn chat(
         conversation_id: body.conversation_id,
     };
     if !streaming {
-        let reply = state.chat.complete(user.user_id, input).await?;
+        let reply = state.chat.complete(user.user_id, user.role, input).await?;
+        drop(hold);
         return Ok(Json(ChatResponse {
             conversation_id: reply.conversation_id,
             usage: (&reply.usage).into(),
@@ -266,17 +275,18 @@ pub async fn chat(
         })
         .into_response());
     }
-    stream_response(&state, user.user_id, input).await
+    stream_response(&state, &user, input, hold).await
 }
 
 /// Starts a streamed answer and relays it as server-sent events (the API and the
-/// studio share this).
+/// studio share this). `hold` lives until the answer has ended.
 pub async fn stream_response(
     state: &AppState,
-    user_id: Uuid,
+    user: &Principal,
     input: ChatInput,
+    hold: Reservation,
 ) -> Result<Response, ApiError> {
-    let start = state.chat.stream(user_id, input).await?;
+    let start = state.chat.stream(user.user_id, user.role, input, hold).await?;
     let first = Event::default()
         .event("start")
         .json_data(json!({"conversation_id": start.conversation_id, "message_id": start.message_id}))

@@ -14,7 +14,11 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, ErrorBody};
+use crate::service::accounts::Principal;
 use crate::service::generate::ImageInput;
+use crate::service::keys::Scope;
+
+use super::gate;
 use crate::service::video::{FrameInput, VideoInput, progress, typical_duration};
 
 /// Where a stored media item is served.
@@ -72,9 +76,23 @@ pub async fn generate_text(
     AuthUser(user): AuthUser,
     ApiJson(body): ApiJson<TextRequest>,
 ) -> Result<Json<TextResponse>, ApiError> {
+    let chars = body.prompt.len() + body.system.as_ref().map_or(0, String::len);
+    let _hold = gate::admit(
+        &state,
+        &user,
+        Scope::Chat,
+        gate::estimate_chat(&state, &body.model, chars, None),
+    )
+    .await?;
     let reply = state
         .generator
-        .text(user.user_id, &body.model, &body.prompt, body.system.as_deref())
+        .text(
+            user.user_id,
+            user.role,
+            &body.model,
+            &body.prompt,
+            body.system.as_deref(),
+        )
         .await?;
     Ok(Json(TextResponse {
         generation_id: reply.generation_id,
@@ -123,7 +141,9 @@ pub async fn generate_image(
         aspect_ratio: body.aspect_ratio,
         n: body.n.unwrap_or(1),
     };
-    let reply = state.generator.image(user.user_id, input).await?;
+    let estimate = gate::estimate_image(&state, &input.model, input.n);
+    let _hold = gate::admit(&state, &user, Scope::Images, estimate).await?;
+    let reply = state.generator.image(user.user_id, user.role, input).await?;
     Ok(Json(ImageResponse {
         generation_id: reply.generation_id,
         model: reply.model,
@@ -226,8 +246,15 @@ pub async fn generate_video(
         first_frame: None,
         last_frame: None,
     };
-    let job = state.videos.submit(user.user_id, input).await?;
+    let job = submit(&state, &user, input).await?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
+}
+
+/// Admits and submits a video job.
+async fn submit(state: &AppState, user: &Principal, input: VideoInput) -> Result<VideoJob, ApiError> {
+    let estimate = gate::estimate_video(state, &input.model, input.duration);
+    let _hold = gate::admit(state, user, Scope::Videos, estimate).await?;
+    Ok(state.videos.submit(user.user_id, user.role, input).await?)
 }
 
 /// Start an image-to-video job from a first frame (and optionally a last one).
@@ -271,7 +298,7 @@ pub async fn generate_video_from_image(
             "a first frame is required: image or image_media_id",
         ));
     }
-    let job = state.videos.submit(user.user_id, input).await?;
+    let job = submit(&state, &user, input).await?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 

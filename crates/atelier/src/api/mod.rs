@@ -5,6 +5,7 @@ pub mod ai;
 pub mod auth;
 pub mod docs;
 pub mod extract;
+pub mod gate;
 pub mod generate;
 pub mod health;
 pub mod media;

@@ -67,6 +67,11 @@ impl Revocations {
         Standing::Valid(user.role)
     }
 
+    /// The user's current role, if the cache knows the user.
+    pub fn role_of(&self, user_id: Uuid) -> Option<Role> {
+        self.users.read().get(&user_id).map(|u| u.role)
+    }
+
     /// Records the user's current state (after creation, role or password change).
     pub fn upsert(&self, state: &AuthState) {
         self.users.write().insert(state.user_id, entry(state));

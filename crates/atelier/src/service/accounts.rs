@@ -13,6 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::audit::{Audit, Entry, Event};
+use super::keys::{ApiKeys, KeyError, Scope, Scopes};
 use super::media::MediaLibrary;
 use super::{Origin, chrono_duration};
 use crate::auth::jwt::{AccessTokens, Claims, TokenError};
@@ -50,6 +51,10 @@ pub enum AccountError {
     TokenExpired,
     #[error("the access token was revoked; refresh it or log in again")]
     TokenRevoked,
+    #[error("the API key is invalid or was revoked")]
+    InvalidApiKey,
+    #[error("the API key has expired")]
+    ApiKeyExpired,
     #[error("the current password is incorrect")]
     WrongCurrentPassword,
     #[error("nothing to change: give email or new_password")]
@@ -88,12 +93,45 @@ pub struct TokenPair {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
     pub role: Role,
-    /// The login session the access token belongs to.
-    pub session_id: Uuid,
+    pub credential: Credential,
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of this login session (refresh token family).
+    Session(Uuid),
+    /// An API key, limited to its scopes.
+    ApiKey { id: Uuid, scopes: Scopes },
+}
+
+impl Principal {
+    pub fn session_id(&self) -> Option<Uuid> {
+        match self.credential {
+            Credential::Session(id) => Some(id),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+
+    /// Whether the credential may be used for this kind of work.
+    pub fn allows(&self, scope: Scope) -> bool {
+        match &self.credential {
+            Credential::Session(_) => true,
+            Credential::ApiKey { scopes, .. } => scopes.allows(scope),
+        }
+    }
+
+    /// Who counts against rate limits: the key, or the user for sessions.
+    pub fn limit_key(&self) -> String {
+        match &self.credential {
+            Credential::Session(_) => format!("user:{}", self.user_id),
+            Credential::ApiKey { id, .. } => format!("key:{id}"),
+        }
+    }
 }
 
 /// A change to one's own account; `current_password` proves it is really them.
@@ -397,7 +435,36 @@ impl Accounts {
         Ok(Principal {
             user_id: claims.sub,
             role,
-            session_id: claims.sid,
+            credential: Credential::Session(claims.sid),
+        })
+    }
+
+    /// Checks an API key in memory; the user's current role comes from the
+    /// revocation cache (a deleted user's keys are gone with them).
+    pub async fn authenticate_key(&self, keys: &ApiKeys, presented: &str) -> Result<Principal> {
+        let entry = keys.lookup(presented).map_err(|e| match e {
+            KeyError::Expired => AccountError::ApiKeyExpired,
+            KeyError::Malformed | KeyError::Unknown => AccountError::InvalidApiKey,
+        })?;
+        let role = match self.revocations.role_of(entry.user_id) {
+            Some(role) => role,
+            None => {
+                let Some(user) = self.store.user_by_id(entry.user_id).await? else {
+                    // The user is gone, and with them their keys.
+                    keys.forget_user(entry.user_id);
+                    return Err(AccountError::InvalidApiKey);
+                };
+                self.revocations.upsert(&AuthState::from(&user));
+                user.role
+            }
+        };
+        Ok(Principal {
+            user_id: entry.user_id,
+            role,
+            credential: Credential::ApiKey {
+                id: entry.id,
+                scopes: entry.scopes,
+            },
         })
     }
 
@@ -479,7 +546,7 @@ impl Accounts {
             let hash = self.hasher.hash(password).await?;
             user = self
                 .store
-                .change_password(who.user_id, &hash, Some(who.session_id), Utc::now())
+                .change_password(who.user_id, &hash, who.session_id(), Utc::now())
                 .await?;
             self.revocations.upsert(&AuthState::from(&user));
             self.audit
@@ -488,7 +555,7 @@ impl Accounts {
                     user_id: Some(user.id),
                     actor_id: None,
                     origin,
-                    details: json!({ "kept_session": who.session_id }),
+                    details: json!({ "kept_session": who.session_id() }),
                 })
                 .await;
         }

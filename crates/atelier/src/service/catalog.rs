@@ -81,6 +81,15 @@ impl ModelCatalog {
         &self.client
     }
 
+    /// A model from the cached lists, without asking the upstream (for estimates on
+    /// the hot path).
+    pub fn cached(&self, id: &str) -> Option<ModelInfo> {
+        self.cache
+            .read()
+            .values()
+            .find_map(|(_, models)| models.iter().find(|m| m.id == id).cloned())
+    }
+
     /// The models of a modality that this server offers.
     pub async fn list(&self, modality: Modality) -> Result<Vec<ModelInfo>, GenerationError> {
         let all = self.all(modality).await?;

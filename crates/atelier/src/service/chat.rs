@@ -12,15 +12,16 @@ use std::time::Instant;
 use atelier_openrouter::{ChatRequest, ChatStream, Client, Message, StreamEvent, UpstreamError, Usage};
 use atelier_store::{
     ChatMessage, Conversation, ConversationQuery, GenerationKind, GenerationRecord, GenerationStatus,
-    MessageStatus, Store, usd_to_nanos,
+    MessageStatus, Role, Store, usd_to_nanos,
 };
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::catalog::ModelCatalog;
+use super::Routing;
 use super::generation_error::GenerationError;
+use super::routing::{Action, Plan};
 use super::usage::UsageRecorder;
 
 const MAX_MESSAGES: usize = 500;
@@ -100,7 +101,7 @@ pub struct ChatStreamStart {
 pub struct ChatService {
     client: Client,
     store: Arc<dyn Store>,
-    catalog: Arc<ModelCatalog>,
+    routing: Routing,
     usage: UsageRecorder,
     tracker: TaskTracker,
 }
@@ -109,44 +110,70 @@ pub struct ChatService {
 struct Prepared {
     user_id: Uuid,
     conversation: Conversation,
+    /// The request as asked: `model` is what the user named (model or alias).
     request: ChatRequest,
+    plan: Plan,
     summary: String,
     started: Instant,
+}
+
+impl Prepared {
+    fn for_model(&self, model: String) -> ChatRequest {
+        ChatRequest {
+            model,
+            ..self.request.clone()
+        }
+    }
 }
 
 impl ChatService {
     pub fn new(
         client: Client,
         store: Arc<dyn Store>,
-        catalog: Arc<ModelCatalog>,
+        routing: Routing,
         usage: UsageRecorder,
         tracker: TaskTracker,
     ) -> Self {
         ChatService {
             client,
             store,
-            catalog,
+            routing,
             usage,
             tracker,
         }
     }
 
-    pub async fn complete(&self, user_id: Uuid, input: ChatInput) -> Result<ChatReply, GenerationError> {
-        let prepared = self.prepare(user_id, input).await?;
-        match self.client.chat(&prepared.request).await {
-            Ok(response) => {
+    pub async fn complete(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        input: ChatInput,
+    ) -> Result<ChatReply, GenerationError> {
+        let prepared = self.prepare(user_id, role, input).await?;
+        let attempt = self
+            .routing
+            .router
+            .run(&prepared.plan, |model| {
+                let request = prepared.for_model(model);
+                async move { self.client.chat(&request).await.map_err(GenerationError::from) }
+            })
+            .await;
+        match attempt {
+            Ok((response, tried)) => {
                 let usage = response
                     .usage
                     .as_ref()
                     .map(UsageSummary::from)
                     .unwrap_or_default();
-                let served = Some(response.model.clone()).filter(|m| !m.is_empty());
+                let served = Some(response.model.clone())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or(tried);
                 let message = self
                     .finish(
                         &prepared,
                         response.text(),
                         MessageStatus::Complete,
-                        served.clone(),
+                        Some(served.clone()),
                         None,
                         &usage,
                     )
@@ -154,50 +181,75 @@ impl ChatService {
                 Ok(ChatReply {
                     conversation_id: prepared.conversation.id,
                     message,
-                    model: served.unwrap_or_else(|| prepared.request.model.clone()),
+                    model: served,
                     usage,
                 })
             }
             Err(e) => {
+                let error = e.to_string();
                 self.finish(
                     &prepared,
                     String::new(),
                     MessageStatus::Failed,
                     None,
-                    Some(&e),
+                    Some(&error),
                     &UsageSummary::default(),
                 )
                 .await?;
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
     /// Starts a streamed answer. Errors before the upstream starts answering are
     /// returned (and can become an HTTP status); later ones arrive as events.
-    pub async fn stream(&self, user_id: Uuid, input: ChatInput) -> Result<ChatStreamStart, GenerationError> {
-        let prepared = self.prepare(user_id, input).await?;
-        let upstream = match self.client.chat_stream(&prepared.request).await {
-            Ok(stream) => stream,
+    /// `hold` (a budget reservation) is kept until the answer has ended.
+    pub async fn stream<H: Send + 'static>(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        input: ChatInput,
+        hold: H,
+    ) -> Result<ChatStreamStart, GenerationError> {
+        let prepared = self.prepare(user_id, role, input).await?;
+        // Another model can still be tried until the first byte has arrived.
+        let attempt = self
+            .routing
+            .router
+            .run(&prepared.plan, |model| {
+                let request = prepared.for_model(model);
+                async move {
+                    self.client
+                        .chat_stream(&request)
+                        .await
+                        .map_err(GenerationError::from)
+                }
+            })
+            .await;
+        let upstream = match attempt {
+            Ok((stream, _)) => stream,
             Err(e) => {
+                let error = e.to_string();
                 self.finish(
                     &prepared,
                     String::new(),
                     MessageStatus::Failed,
                     None,
-                    Some(&e),
+                    Some(&error),
                     &UsageSummary::default(),
                 )
                 .await?;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let (tx, rx) = mpsc::channel(64);
         let message_id = Uuid::now_v7();
         let conversation_id = prepared.conversation.id;
         let service = self.clone();
-        self.tracker
-            .spawn(async move { service.relay(prepared, message_id, upstream, tx).await });
+        self.tracker.spawn(async move {
+            service.relay(prepared, message_id, upstream, tx).await;
+            drop(hold);
+        });
         Ok(ChatStreamStart {
             conversation_id,
             message_id,
@@ -260,8 +312,17 @@ impl ChatService {
             Err(None) => (MessageStatus::Aborted, None),
             Err(Some(e)) => (MessageStatus::Failed, Some(e)),
         };
+        let error_text = error.map(ToString::to_string);
         let stored = self
-            .finish_with_id(&prepared, message_id, text, status, served.clone(), error, &usage)
+            .finish_with_id(
+                &prepared,
+                message_id,
+                text,
+                status,
+                served.clone(),
+                error_text.as_deref(),
+                &usage,
+            )
             .await;
         let event = match (ending, stored) {
             (Ok(()), Ok(message)) => ChatEvent::Done {
@@ -280,9 +341,14 @@ impl ChatService {
         let _ = tx.send(event).await;
     }
 
-    async fn prepare(&self, user_id: Uuid, input: ChatInput) -> Result<Prepared, GenerationError> {
+    async fn prepare(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        input: ChatInput,
+    ) -> Result<Prepared, GenerationError> {
         validate(&input)?;
-        self.catalog.check_allowed(&input.model)?;
+        let plan = self.routing.plan(&input.model, Action::Chat, role)?;
         let now = Utc::now();
         let (conversation, mut history) = match input.conversation_id {
             Some(id) => {
@@ -347,6 +413,7 @@ impl ChatService {
         Ok(Prepared {
             user_id,
             conversation,
+            plan,
             request: ChatRequest {
                 model: input.model,
                 messages: history,
@@ -365,7 +432,7 @@ impl ChatService {
         text: String,
         status: MessageStatus,
         served: Option<String>,
-        error: Option<&UpstreamError>,
+        error: Option<&str>,
         usage: &UsageSummary,
     ) -> Result<ChatMessage, GenerationError> {
         self.finish_with_id(prepared, Uuid::now_v7(), text, status, served, error, usage)
@@ -381,7 +448,7 @@ impl ChatService {
         text: String,
         status: MessageStatus,
         served: Option<String>,
-        error: Option<&UpstreamError>,
+        error: Option<&str>,
         usage: &UsageSummary,
     ) -> Result<ChatMessage, GenerationError> {
         let now = Utc::now();
@@ -392,7 +459,7 @@ impl ChatService {
             content: text,
             status,
             model: served.clone().or_else(|| Some(prepared.request.model.clone())),
-            error: error.map(ToString::to_string),
+            error: error.map(str::to_owned),
             created_at: now,
         };
         self.usage

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use atelier_openrouter::{ChatRequest, Client, ImagesRequest, Message, Usage};
 use atelier_store::{
-    GenerationKind, GenerationQuery, GenerationRecord, GenerationStatus, MediaKind, MediaRecord, Store,
+    GenerationKind, GenerationQuery, GenerationRecord, GenerationStatus, MediaKind, MediaRecord, Role, Store,
     usd_to_nanos,
 };
 use base64::Engine as _;
@@ -15,10 +15,11 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::catalog::ModelCatalog;
+use super::Routing;
 use super::chat::{UsageSummary, excerpt};
 use super::generation_error::GenerationError;
 use super::media::{MediaLibrary, sniff_image};
+use super::routing::Action;
 use super::usage::UsageRecorder;
 use crate::config::ImageEndpoint;
 
@@ -56,7 +57,7 @@ pub struct ImageInput {
 pub struct Generator {
     client: Client,
     store: Arc<dyn Store>,
-    catalog: Arc<ModelCatalog>,
+    routing: Routing,
     media: MediaLibrary,
     usage: UsageRecorder,
     image_endpoint: ImageEndpoint,
@@ -76,7 +77,7 @@ impl Generator {
     pub fn new(
         client: Client,
         store: Arc<dyn Store>,
-        catalog: Arc<ModelCatalog>,
+        routing: Routing,
         media: MediaLibrary,
         usage: UsageRecorder,
         image_endpoint: ImageEndpoint,
@@ -84,7 +85,7 @@ impl Generator {
         Generator {
             client,
             store,
-            catalog,
+            routing,
             media,
             usage,
             image_endpoint,
@@ -94,35 +95,45 @@ impl Generator {
     pub async fn text(
         &self,
         user_id: Uuid,
+        role: Role,
         model: &str,
         prompt: &str,
         system: Option<&str>,
     ) -> Result<TextReply, GenerationError> {
         check_prompt(model, prompt)?;
-        self.catalog.check_allowed(model)?;
+        let plan = self.routing.plan(model, Action::Text, role)?;
         let attempt = Attempt::new(user_id, GenerationKind::Text, model, prompt);
         let mut messages = Vec::new();
         if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
             messages.push(Message::new("system", system));
         }
         messages.push(Message::new("user", prompt));
-        let request = ChatRequest {
-            model: model.to_owned(),
-            messages,
-            ..ChatRequest::default()
-        };
-        match self.client.chat(&request).await {
-            Ok(response) => {
+        let result = self
+            .routing
+            .router
+            .run(&plan, |model| {
+                let request = ChatRequest {
+                    model,
+                    messages: messages.clone(),
+                    ..ChatRequest::default()
+                };
+                async move { self.client.chat(&request).await.map_err(GenerationError::from) }
+            })
+            .await;
+        match result {
+            Ok((response, tried)) => {
                 let usage = response
                     .usage
                     .as_ref()
                     .map(UsageSummary::from)
                     .unwrap_or_default();
-                let served = Some(response.model.clone()).filter(|m| !m.is_empty());
+                let served = Some(response.model.clone())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or(tried);
                 self.record(
                     &attempt,
                     GenerationStatus::Succeeded,
-                    served.clone(),
+                    Some(served.clone()),
                     &usage,
                     None,
                     Vec::new(),
@@ -131,7 +142,7 @@ impl Generator {
                 Ok(TextReply {
                     generation_id: attempt.id,
                     text: response.text(),
-                    model: served.unwrap_or_else(|| model.to_owned()),
+                    model: served,
                     usage,
                 })
             }
@@ -145,12 +156,17 @@ impl Generator {
                     Vec::new(),
                 )
                 .await;
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
-    pub async fn image(&self, user_id: Uuid, input: ImageInput) -> Result<ImageReply, GenerationError> {
+    pub async fn image(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        input: ImageInput,
+    ) -> Result<ImageReply, GenerationError> {
         check_prompt(&input.model, &input.prompt)?;
         if !(1..=MAX_IMAGES).contains(&input.n) {
             return Err(GenerationError::Invalid(format!(
@@ -165,14 +181,24 @@ impl Generator {
                 ASPECT_RATIOS.join(", ")
             )));
         }
-        self.catalog.check_allowed(&input.model)?;
+        let plan = self.routing.plan(&input.model, Action::Image, role)?;
         let attempt = Attempt::new(user_id, GenerationKind::Image, &input.model, &input.prompt);
         let result = match self.image_endpoint {
-            ImageEndpoint::Images => self.images_endpoint(&input).await,
-            ImageEndpoint::Chat => self.images_by_chat(&input).await,
+            ImageEndpoint::Images => {
+                self.routing
+                    .router
+                    .run(&plan, |m| self.images_endpoint(&input, m))
+                    .await
+            }
+            ImageEndpoint::Chat => {
+                self.routing
+                    .router
+                    .run(&plan, |m| self.images_by_chat(&input, m))
+                    .await
+            }
         };
         let (encoded, usage, served) = match result {
-            Ok(ok) => ok,
+            Ok(((images, usage, served), tried)) => (images, usage, served.or(Some(tried))),
             Err(e) => {
                 self.record(
                     &attempt,
@@ -229,11 +255,12 @@ impl Generator {
     async fn images_endpoint(
         &self,
         input: &ImageInput,
+        model: String,
     ) -> Result<(Vec<Bytes>, UsageSummary, Option<String>), GenerationError> {
         let response = self
             .client
             .images(&ImagesRequest {
-                model: input.model.clone(),
+                model,
                 prompt: input.prompt.clone(),
                 n: Some(input.n),
                 aspect_ratio: input.aspect_ratio.clone(),
@@ -252,13 +279,14 @@ impl Generator {
     async fn images_by_chat(
         &self,
         input: &ImageInput,
+        model: String,
     ) -> Result<(Vec<Bytes>, UsageSummary, Option<String>), GenerationError> {
         let mut image_config = serde_json::Map::new();
         if let Some(ratio) = &input.aspect_ratio {
             image_config.insert("aspect_ratio".into(), json!(ratio));
         }
         let request = ChatRequest {
-            model: input.model.clone(),
+            model,
             messages: vec![Message::new("user", input.prompt.clone())],
             modalities: Some(vec!["image".into(), "text".into()]),
             image_config: Some(image_config),

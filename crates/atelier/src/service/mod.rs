@@ -5,13 +5,43 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod budgets;
 pub mod catalog;
 pub mod chat;
 pub mod generate;
 pub mod generation_error;
+pub mod keys;
+pub mod limits;
 pub mod media;
+pub mod routing;
 pub mod usage;
 pub mod video;
+
+use std::sync::Arc;
+
+use atelier_store::Role;
+
+use self::catalog::ModelCatalog;
+use self::generation_error::GenerationError;
+use self::routing::{Action, ModelRouter, Plan};
+
+/// How a generation request is routed and checked: the role's model restrictions,
+/// the admins' allow-list (for plain models; aliases are the admins' own), and the
+/// chain of models to try.
+#[derive(Clone)]
+pub struct Routing {
+    pub router: Arc<ModelRouter>,
+    pub catalog: Arc<ModelCatalog>,
+}
+
+impl Routing {
+    pub fn plan(&self, requested: &str, action: Action, role: Role) -> Result<Plan, GenerationError> {
+        if !self.router.is_alias(requested) {
+            self.catalog.check_allowed(requested)?;
+        }
+        self.router.plan(requested, action, role)
+    }
+}
 
 use std::net::IpAddr;
 use std::time::Duration;

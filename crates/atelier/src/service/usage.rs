@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::budgets::Budgets;
+
 const QUEUE: usize = 10_000;
 const BATCH: usize = 500;
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -26,17 +28,25 @@ enum Command {
 #[derive(Clone)]
 pub struct UsageRecorder {
     tx: mpsc::Sender<Command>,
+    /// Spend counts against budgets as soon as it is known, before it is written.
+    budgets: Arc<Budgets>,
 }
 
 impl UsageRecorder {
     /// Starts the writer on `tracker`; it drains the queue and stops on `stop`.
-    pub fn start(store: Arc<dyn Store>, tracker: &TaskTracker, stop: CancellationToken) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        budgets: Arc<Budgets>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tracker.spawn(write_loop(store, rx, stop));
-        UsageRecorder { tx }
+        UsageRecorder { tx, budgets }
     }
 
     pub async fn record(&self, record: GenerationRecord) {
+        self.budgets.spend(record.user_id, record.cost_nanousd);
         if self.tx.send(Command::Record(Box::new(record))).await.is_err() {
             tracing::error!("usage writer has stopped; a usage record was lost");
         }

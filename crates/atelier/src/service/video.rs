@@ -25,12 +25,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::catalog::ModelCatalog;
+use super::Routing;
 use super::chat::excerpt;
 use super::chrono_duration;
 use super::generate::{ASPECT_RATIOS, decode_data_url};
 use super::generation_error::GenerationError;
 use super::media::{MediaLibrary, sniff_video};
+use super::routing::Action;
 use super::usage::UsageRecorder;
 use crate::config::VideoSettings;
 
@@ -63,7 +64,7 @@ pub struct VideoInput {
 pub struct VideoService {
     client: Client,
     store: Arc<dyn Store>,
-    catalog: Arc<ModelCatalog>,
+    routing: Routing,
     media: MediaLibrary,
     usage: UsageRecorder,
     settings: VideoSettings,
@@ -75,7 +76,7 @@ impl VideoService {
     pub fn new(
         client: Client,
         store: Arc<dyn Store>,
-        catalog: Arc<ModelCatalog>,
+        routing: Routing,
         media: MediaLibrary,
         usage: UsageRecorder,
         settings: VideoSettings,
@@ -83,7 +84,7 @@ impl VideoService {
         VideoService {
             client,
             store,
-            catalog,
+            routing,
             media,
             usage,
             settings,
@@ -91,9 +92,14 @@ impl VideoService {
         }
     }
 
-    pub async fn submit(&self, user_id: Uuid, input: VideoInput) -> Result<VideoJob, GenerationError> {
+    pub async fn submit(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        input: VideoInput,
+    ) -> Result<VideoJob, GenerationError> {
         validate(&input)?;
-        self.catalog.check_allowed(&input.model)?;
+        let plan = self.routing.plan(&input.model, Action::Video, role)?;
         let mut frames = Vec::new();
         for (frame, kind) in [
             (&input.first_frame, "first_frame"),
@@ -111,13 +117,28 @@ impl VideoService {
             aspect_ratio: input.aspect_ratio.clone(),
             frame_images: frames,
         };
-        let upstream = self.client.submit_video(&request).await?;
+        let (upstream, served) = self
+            .routing
+            .router
+            .run(&plan, |model| {
+                let request = VideoRequest {
+                    model,
+                    ..request.clone()
+                };
+                async move {
+                    self.client
+                        .submit_video(&request)
+                        .await
+                        .map_err(GenerationError::from)
+                }
+            })
+            .await?;
         let now = Utc::now();
         let job = VideoJob {
             id: Uuid::now_v7(),
             user_id,
             generation_id: Uuid::now_v7(),
-            model: input.model.clone(),
+            model: served,
             prompt: input.prompt.clone(),
             params: json!({
                 "duration": input.duration,

@@ -12,10 +12,12 @@ use uuid::Uuid;
 use super::session::{CsrfToken, StudioUser};
 use super::{PageContext, model_options, render};
 use crate::api::ai::stream_response;
+use crate::api::gate;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::service::catalog::Modality;
 use crate::service::chat::{ChatInput, InputMessage};
+use crate::service::keys::Scope;
 
 const SIDEBAR_SIZE: u32 = 100;
 
@@ -117,6 +119,8 @@ pub async fn send(
     user: StudioUser,
     axum::Json(body): axum::Json<SendBody>,
 ) -> Result<Response, ApiError> {
+    let estimate = gate::estimate_chat(&state, &body.model, body.content.len(), None);
+    let hold = gate::admit(&state, &user.principal, Scope::Chat, estimate).await?;
     let input = ChatInput {
         model: body.model,
         messages: vec![InputMessage {
@@ -127,7 +131,7 @@ pub async fn send(
         max_tokens: None,
         conversation_id: body.conversation_id,
     };
-    stream_response(&state, user.principal.user_id, input).await
+    stream_response(&state, &user.principal, input, hold).await
 }
 
 #[derive(Debug, Deserialize)]

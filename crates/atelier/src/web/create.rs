@@ -12,10 +12,12 @@ use uuid::Uuid;
 
 use super::session::{CsrfToken, StudioUser};
 use super::{PageContext, model_options, render};
+use crate::api::gate;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::service::catalog::Modality;
 use crate::service::generate::{ASPECT_RATIOS, ImageInput, MAX_IMAGES};
+use crate::service::keys::Scope;
 use crate::service::video::{FrameInput, RESOLUTIONS, VideoInput, progress, typical_duration};
 
 /// An error shown in place of a form's result: htmx swaps only 2xx answers, so
@@ -60,9 +62,15 @@ pub struct TextForm {
 
 pub async fn text(State(state): State<AppState>, user: StudioUser, Form(form): Form<TextForm>) -> Response {
     let system = Some(form.system.as_str()).filter(|s| !s.trim().is_empty());
+    let estimate = gate::estimate_chat(&state, &form.model, form.prompt.len() + form.system.len(), None);
+    let _hold = match gate::admit(&state, &user.principal, Scope::Chat, estimate).await {
+        Ok(hold) => hold,
+        Err(e) => return inline_error(&state, "#text-status", e.message()),
+    };
+    let who = &user.principal;
     match state
         .generator
-        .text(user.principal.user_id, &form.model, &form.prompt, system)
+        .text(who.user_id, who.role, &form.model, &form.prompt, system)
         .await
     {
         Ok(reply) => fragment(
@@ -141,7 +149,16 @@ pub async fn images(
         aspect_ratio: Some(form.aspect_ratio).filter(|a| !a.is_empty()),
         n: form.n.unwrap_or(1),
     };
-    match state.generator.image(user.principal.user_id, input).await {
+    let estimate = gate::estimate_image(&state, &input.model, input.n);
+    let _hold = match gate::admit(&state, &user.principal, Scope::Images, estimate).await {
+        Ok(hold) => hold,
+        Err(e) => return inline_error(&state, "#image-status", e.message()),
+    };
+    match state
+        .generator
+        .image(user.principal.user_id, user.principal.role, input)
+        .await
+    {
         Ok(reply) => fragment(
             &state,
             "image_results.html",
@@ -242,7 +259,16 @@ pub async fn video(State(state): State<AppState>, user: StudioUser, Form(form): 
 }
 
 async fn submit_video(state: &AppState, user: &StudioUser, input: VideoInput) -> Response {
-    match state.videos.submit(user.principal.user_id, input).await {
+    let estimate = gate::estimate_video(state, &input.model, input.duration);
+    let _hold = match gate::admit(state, &user.principal, Scope::Videos, estimate).await {
+        Ok(hold) => hold,
+        Err(e) => return inline_error(state, "#video-status", e.message()),
+    };
+    match state
+        .videos
+        .submit(user.principal.user_id, user.principal.role, input)
+        .await
+    {
         Ok(job) => fragment(state, "video_job.html", context! { job => job_context(&job) }),
         Err(e) => inline_error(state, "#video-status", ApiError::from(e).message()),
     }
