@@ -89,6 +89,7 @@ pub(crate) struct Mock {
     pub(crate) origin: String,
     pub(crate) jobs: Mutex<HashMap<String, videos::Job>>,
     hits: Mutex<HashMap<String, u64>>,
+    model_hits: Mutex<HashMap<String, u64>>,
     bodies: Mutex<HashMap<String, Value>>,
     disconnects: AtomicU64,
     disconnected: Notify,
@@ -107,7 +108,11 @@ impl Mock {
             .fetch_add((usd * 1e6).round() as u64, Ordering::Relaxed);
     }
 
+    /// Keeps the body of a call and counts it for the model it names.
     pub(crate) fn record_body(&self, route: &str, body: &Value) {
+        if let Some(model) = body["model"].as_str() {
+            *self.model_hits.lock().entry(model.to_owned()).or_default() += 1;
+        }
         self.bodies.lock().insert(route.to_owned(), body.clone());
     }
 
@@ -139,6 +144,7 @@ impl MockUpstream {
             origin: format!("http://{addr}"),
             jobs: Mutex::default(),
             hits: Mutex::default(),
+            model_hits: Mutex::default(),
             bodies: Mutex::default(),
             disconnects: AtomicU64::new(0),
             disconnected: Notify::new(),
@@ -174,6 +180,11 @@ impl MockUpstream {
     /// How often a route (e.g. `POST /api/v1/chat/completions`) was called.
     pub fn hits(&self, route: &str) -> u64 {
         self.mock.hits.lock().get(route).copied().unwrap_or(0)
+    }
+
+    /// How many generation requests (chat, images, videos) named this model.
+    pub fn model_hits(&self, model: &str) -> u64 {
+        self.mock.model_hits.lock().get(model).copied().unwrap_or(0)
     }
 
     /// The JSON body of the last call to a route.

@@ -150,12 +150,33 @@ impl Client {
     /// `POST chat/completions` with `stream: true`. Returns once the upstream has
     /// answered with a stream; failures before that are retried like any request.
     pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
-        let deadline = self.deadline();
-        let body = ChatRequest {
+        self.open_stream(&ChatRequest {
             stream: true,
             ..request.clone()
-        };
+        })
+        .await
+    }
+
+    /// `POST chat/completions` with a body passed through as given (for the
+    /// OpenAI-compatible `/v1`): the answer comes back as JSON, unchanged.
+    pub async fn chat_json(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let deadline = self.deadline();
+        let mut body = body.clone();
+        body["stream"] = serde_json::Value::Bool(false);
         let response = self.post(&self.url("chat/completions")?, &body, deadline).await?;
+        read_json(response, deadline).await
+    }
+
+    /// Like [`chat_json`](Self::chat_json), streaming; chunks keep their raw JSON.
+    pub async fn chat_stream_json(&self, body: &serde_json::Value) -> Result<ChatStream> {
+        let mut body = body.clone();
+        body["stream"] = serde_json::Value::Bool(true);
+        self.open_stream(&body).await
+    }
+
+    async fn open_stream<B: Serialize>(&self, body: &B) -> Result<ChatStream> {
+        let deadline = self.deadline();
+        let response = self.post(&self.url("chat/completions")?, body, deadline).await?;
         let is_sse = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)

@@ -98,8 +98,9 @@ impl ChatStream {
             self.pending.clear();
             return Ok(StreamEvent::Done);
         }
-        let chunk: ChatChunk = serde_json::from_str(data)
+        let mut chunk: ChatChunk = serde_json::from_str(data)
             .map_err(|e| UpstreamError::InvalidResponse(format!("bad stream chunk: {e}")))?;
+        chunk.raw = data.to_owned();
         if let Some(error) = chunk.error {
             // Nothing useful follows a mid-stream error, with or without [DONE].
             self.ended = true;

@@ -163,6 +163,9 @@ pub struct ChatChunk {
     /// A mid-stream failure.
     #[serde(default)]
     pub error: Option<ErrorObject>,
+    /// The chunk's JSON exactly as received, for relaying it unchanged.
+    #[serde(skip)]
+    pub raw: String,
 }
 
 impl ChatChunk {

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::jwt::AccessTokens;
+use crate::auth::media_url::MediaLinks;
 use crate::auth::password::PasswordHasher;
 use crate::auth::revocation::Revocations;
 use crate::auth::throttle::{LoginThrottle, Policy};
@@ -35,11 +36,12 @@ use crate::service::generate::Generator;
 use crate::service::keys::ApiKeys;
 use crate::service::limits::{LimitScope, LimitTable, RateLimiter};
 use crate::service::media::MediaLibrary;
+use crate::service::passthrough::Passthrough;
 use crate::service::routing::ModelRouter;
 use crate::service::usage::UsageRecorder;
 use crate::service::video::VideoService;
 use crate::web::Web;
-use crate::{api, config, web};
+use crate::{api, config, openai, web};
 
 /// Largest JSON body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -87,6 +89,10 @@ pub struct App {
     pub videos: VideoService,
     /// Generated and uploaded media.
     pub media: MediaLibrary,
+    /// Signs and checks credential-free links to media.
+    pub media_links: MediaLinks,
+    /// Stateless chat for the OpenAI-compatible `/v1`.
+    pub passthrough: Passthrough,
     /// The web studio's templates and session helpers.
     pub web: Web,
     /// Background tasks (usage writer, video worker, stream relays), awaited at shutdown.
@@ -116,6 +122,7 @@ impl App {
 
         let a = &settings.auth;
         let (secret, key_source) = signing_key(&settings, store.as_ref()).await?;
+        let media_links = MediaLinks::new(&secret);
         let tokens = AccessTokens::new(&secret, a.access_token_ttl, a.leeway, &a.issuer, &a.audience);
 
         let (memory, iterations, lanes, concurrency) = (
@@ -173,16 +180,20 @@ impl App {
             accounts.cached_users(),
         );
 
-        let admin = AdminService::new(Arc::clone(&store), audit);
+        let admin = AdminService::new(Arc::clone(&store), audit.clone());
 
         let background = Background {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         };
         let budgets = Arc::new(
-            Budgets::load(Arc::clone(&store), budget_defaults(&settings.budgets))
-                .await
-                .map_err(|e| setup("budgets", e.into()))?,
+            Budgets::load(
+                Arc::clone(&store),
+                audit.clone(),
+                budget_defaults(&settings.budgets),
+            )
+            .await
+            .map_err(|e| setup("budgets", e.into()))?,
         );
         let usage = UsageRecorder::start(
             Arc::clone(&store),
@@ -191,7 +202,7 @@ impl App {
             background.stop.clone(),
         );
         let keys = Arc::new(
-            ApiKeys::load(Arc::clone(&store))
+            ApiKeys::load(Arc::clone(&store), audit)
                 .await
                 .map_err(|e| setup("API keys", e.into()))?,
         );
@@ -233,9 +244,11 @@ impl App {
             Arc::clone(&store),
             routing.clone(),
             media.clone(),
-            usage,
+            usage.clone(),
             settings.video.clone(),
         );
+        let passthrough =
+            Passthrough::new(client.clone(), routing.clone(), usage, background.tracker.clone());
         tracing::info!(
             "gateway: {} API key(s); rate limits {}; {} routing alias(es)",
             keys.count(),
@@ -271,6 +284,8 @@ impl App {
             generator,
             videos,
             media,
+            media_links,
+            passthrough,
             web: Web::new().map_err(|e| setup("the studio templates", e.into()))?,
             background,
         })))
@@ -378,7 +393,7 @@ async fn rate_limiter(settings: &Settings) -> Result<RateLimiter, StartupError> 
         }
     }
     match &settings.redis_url {
-        Some(url) => RateLimiter::with_redis(table, url.expose())
+        Some(url) => RateLimiter::with_redis(table, url.expose(), &l.redis_prefix)
             .await
             .map_err(|e| setup("Redis for rate limits", e.into())),
         None => Ok(RateLimiter::in_memory(table)),
@@ -428,6 +443,7 @@ pub fn router(state: AppState) -> Router {
     let openapi_json = serde_json::to_string(&openapi).unwrap_or_else(|_| "{}".into());
     api.merge(api::docs::routes(openapi_json))
         .merge(web::router(state.clone()))
+        .merge(openai::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

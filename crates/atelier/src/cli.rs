@@ -1,5 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `user …`, `tokens purge`,
-//! `print-config`.
+//! The command line: `serve` (the default), `migrate`, `user …` (with budgets),
+//! `apikey …`, `tokens purge`, `print-config`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use atelier_store::{Role, User, UserQuery};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
+use crate::api;
+use crate::api::keys::BudgetOverrideBody;
 use crate::app::{self, App};
 use crate::config::{self, LogFormat};
 use crate::service::Origin;
@@ -48,6 +50,9 @@ enum Command {
     /// Manage refresh tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Manage API keys.
+    #[command(subcommand, name = "apikey")]
+    ApiKey(ApiKeyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +84,48 @@ enum UserCommand {
         /// Email address or id.
         user: String,
     },
+    /// Show a user's budget, or change it with the options given (the others stay).
+    Budget {
+        /// Email address or id.
+        user: String,
+        /// USD per UTC day.
+        #[arg(long)]
+        daily_usd: Option<f64>,
+        /// USD per UTC month.
+        #[arg(long)]
+        monthly_usd: Option<f64>,
+        #[arg(long)]
+        daily_requests: Option<u64>,
+        #[arg(long)]
+        monthly_requests: Option<u64>,
+        /// Drop the user's own caps first: the role's defaults apply again.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key for a user and print it (this once).
+    Create {
+        /// Email address or id of the owner.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: chat, images, videos (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List a user's live keys.
+    List {
+        /// Email address or id.
+        user: String,
+    },
+    /// Revoke a key; it stops working at once.
+    Revoke { id: Uuid },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +205,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => {
             let state = App::build(settings).await?;
             let result = user_command(&state, cmd).await;
+            state.store.close().await?;
+            result
+        }
+        Command::ApiKey(cmd) => {
+            let state = App::build(settings).await?;
+            let result = api_key_command(&state, cmd).await;
             state.store.close().await?;
             result
         }
@@ -284,6 +337,98 @@ async fn user_command(state: &App, cmd: UserCommand) -> anyhow::Result<()> {
             let target = find_user(state, &user).await?;
             accounts.delete_user(None, target.id, &origin).await?;
             println!("deleted {}", target.email);
+        }
+        UserCommand::Budget {
+            user,
+            daily_usd,
+            monthly_usd,
+            daily_requests,
+            monthly_requests,
+            clear,
+        } => {
+            let target = find_user(state, &user).await?;
+            let changing = clear
+                || daily_usd.is_some()
+                || monthly_usd.is_some()
+                || daily_requests.is_some()
+                || monthly_requests.is_some();
+            if changing {
+                let mut body = if clear {
+                    BudgetOverrideBody::default()
+                } else {
+                    api::keys::user_budget(state, target.id).await?.r#override
+                };
+                body.daily_usd = daily_usd.or(body.daily_usd);
+                body.monthly_usd = monthly_usd.or(body.monthly_usd);
+                body.daily_requests = daily_requests.or(body.daily_requests);
+                body.monthly_requests = monthly_requests.or(body.monthly_requests);
+                api::keys::set_budget(state, target.id, &body, None, &origin).await?;
+            }
+            let budget = api::keys::user_budget(state, target.id).await?.effective;
+            println!("{} ({})", target.email, target.role);
+            for (name, p) in [("today", &budget.daily), ("this month", &budget.monthly)] {
+                println!(
+                    "  {name:<10}  spent {:.4} USD of {}, {} request(s) of {}; resets {}",
+                    p.spent_usd,
+                    p.limit_usd.map_or("unlimited".into(), |l| format!("{l:.2} USD")),
+                    p.requests,
+                    p.request_limit.map_or("unlimited".into(), |l| l.to_string()),
+                    p.resets_at.format("%Y-%m-%d %H:%M UTC"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn api_key_command(state: &App, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    let origin = Origin::cli();
+    match cmd {
+        ApiKeyCommand::Create {
+            user,
+            name,
+            scopes,
+            expires_in_days,
+        } => {
+            let owner = find_user(state, &user).await?;
+            let created = state
+                .keys
+                .create(owner.id, &name, &scopes, expires_in_days, &origin)
+                .await?;
+            eprintln!(
+                "created key {} ({}) for {}; it is shown this once:",
+                created.record.id, created.record.name, owner.email
+            );
+            println!("{}", created.key);
+        }
+        ApiKeyCommand::List { user } => {
+            let owner = find_user(state, &user).await?;
+            println!(
+                "{:<36}  {:<22}  {:<20}  {:<17}  {:<17}  name",
+                "id", "prefix", "scopes", "expires", "last used"
+            );
+            let when = |t: Option<chrono::DateTime<chrono::Utc>>, none: &str| {
+                t.map_or_else(|| none.to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            for k in state.keys.list(owner.id).await? {
+                println!(
+                    "{:<36}  {:<22}  {:<20}  {:<17}  {:<17}  {}",
+                    k.id,
+                    format!("atl_{}_…", k.public_id),
+                    if k.scopes.is_empty() {
+                        "all".to_owned()
+                    } else {
+                        k.scopes.join(",")
+                    },
+                    when(k.expires_at, "never"),
+                    when(k.last_used_at, "never"),
+                    k.name
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let revoked = state.keys.revoke(id, None, &origin).await?;
+            println!("revoked {} ({})", revoked.id, revoked.name);
         }
     }
     Ok(())

@@ -49,6 +49,10 @@ pub struct Settings {
     /// With `admin_password`: create this admin at start-up if no such user exists.
     pub admin_email: Option<String>,
     pub admin_password: Option<Secret>,
+    /// Where people reach atelier, e.g. `https://atelier.example.com`, for absolute
+    /// links in answers (signed media URLs). Unset: taken from each request's
+    /// `Host` (and `X-Forwarded-Proto` when proxy headers are trusted).
+    pub public_url: Option<String>,
     /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy you
     /// control; otherwise clients could pick their own address for login throttling).
     pub trust_proxy_headers: bool,
@@ -79,6 +83,8 @@ pub struct LimitsSettings {
     pub login: Option<Rate>,
     pub user: RoleLimits,
     pub admin: RoleLimits,
+    /// Start of the Redis keys, so deployments can share one Redis.
+    pub redis_prefix: String,
 }
 
 impl Default for LimitsSettings {
@@ -91,6 +97,7 @@ impl Default for LimitsSettings {
                 videos: "10/1h".parse().ok(),
             },
             admin: RoleLimits::default(),
+            redis_prefix: "atelier".into(),
         }
     }
 }
@@ -174,6 +181,7 @@ impl Default for Settings {
             jwt_secret: None,
             admin_email: None,
             admin_password: None,
+            public_url: None,
             trust_proxy_headers: false,
             auth: AuthSettings::default(),
             upstream: UpstreamSettings::default(),

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod openai;
 pub mod service;
 pub mod telemetry;
 pub mod web;

@@ -97,12 +97,13 @@ pub async fn register(
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, description = "Logged in", body = TokenResponse),
     (status = 401, description = "`invalid_credentials`", body = ErrorBody),
-    (status = 429, description = "`too_many_attempts`; see `Retry-After`", body = ErrorBody)))]
+    (status = 429, description = "`too_many_attempts` (failures slowed down) or `rate_limited` (attempts per address); see `Retry-After`", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    super::gate::admit_login(&state, &origin).await?;
     let pair = state.accounts.login(&body.email, &body.password, &origin).await?;
     Ok(token_response(pair))
 }

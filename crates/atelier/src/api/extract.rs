@@ -120,3 +120,27 @@ fn forwarded_for(parts: &Parts) -> Option<IpAddr> {
         .last()
         .and_then(|ip| ip.trim().parse().ok())
 }
+
+/// The base URL clients reach atelier at, without a trailing slash: the configured
+/// `public_url`, else the request's `Host` with `https` when a trusted proxy says so.
+pub struct PublicUrl(pub String);
+
+impl FromRequestParts<AppState> for PublicUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(url) = &state.settings.public_url {
+            return Ok(PublicUrl(url.trim_end_matches('/').to_owned()));
+        }
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let https = state.settings.trust_proxy_headers
+            && header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let host = header("host")
+            .map(str::to_owned)
+            .unwrap_or_else(|| state.settings.bind.to_string());
+        Ok(PublicUrl(format!(
+            "{}://{host}",
+            if https { "https" } else { "http" }
+        )))
+    }
+}

@@ -1,15 +1,17 @@
 //! Admission of generation requests, before the upstream is called: the
 //! credential's scope, the rate limit of the principal, and the user's budget
-//! (which holds an estimate of the cost until the request ends).
+//! (which holds an estimate of the cost until the request ends). Logins are
+//! limited per client address.
 
 use std::time::Duration;
 
-use atelier_store::usd_to_nanos;
+use atelier_store::{Role, usd_to_nanos};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::service::Origin;
 use crate::service::accounts::Principal;
 use crate::service::budgets::Reservation;
 use crate::service::keys::Scope;
@@ -87,6 +89,18 @@ pub async fn admit(
             .with_detail("resets_at", json!(e.resets_at))
             .with_detail("period", json!(e.period))
         })
+}
+
+/// Login attempts per client address, whatever their outcome (the throttle in
+/// `auth::throttle` slows failures down; this caps the volume).
+pub async fn admit_login(state: &AppState, origin: &Origin) -> Result<(), ApiError> {
+    let address = origin
+        .ip
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    match state.limiter.hit(&address, Role::User, LimitScope::Login).await {
+        Some(decision) if !decision.allowed => Err(rate_limited(LimitScope::Login, decision)),
+        _ => Ok(()),
+    }
 }
 
 fn capitalized(text: &str) -> String {

@@ -1,17 +1,20 @@
 //! `GET /media/{id}`: stored images and videos, to their owner or an admin, with
-//! byte ranges so video players can seek.
+//! byte ranges so video players can seek; `GET /media/signed/{id}` for links
+//! signed by atelier (see [`crate::auth::media_url`]).
 
 use std::ops::Range;
 
-use atelier_store::Role;
+use atelier_store::{MediaRecord, Role};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::extract::ApiPath;
+use super::extract::{ApiPath, ApiQuery};
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -32,6 +35,45 @@ pub async fn get_media(
     serve(&state, user.user_id, user.role, id, &headers).await
 }
 
+/// Query of a signed link.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SignedQuery {
+    /// Unix time after which the link stops working.
+    expires: i64,
+    /// Hex HMAC of the id and the expiry.
+    signature: String,
+}
+
+/// A stored item through a signed, expiring link (as handed out in `/v1` image
+/// answers); no credentials needed.
+#[utoipa::path(get, path = "/media/signed/{id}", tag = "generate",
+    params(("id" = Uuid, Path, description = "Media id"), SignedQuery), responses(
+    (status = 200, description = "The bytes, with their content type"),
+    (status = 206, description = "The requested range"),
+    (status = 403, description = "`invalid_signature`: wrong or expired link", body = ErrorBody),
+    (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub async fn get_signed_media(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<SignedQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    if !state.media_links.verify(id, query.expires, &query.signature, now) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "this link is wrong or has expired",
+        ));
+    }
+    let record = state
+        .store
+        .media(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("not_found", "no such item"))?;
+    serve_record(&record, &state, &headers).await
+}
+
 /// Serves a media item to `viewer` (the API and the studio share this).
 pub async fn serve(
     state: &AppState,
@@ -41,6 +83,14 @@ pub async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let record = state.media.visible(id, viewer, role).await?;
+    serve_record(&record, state, headers).await
+}
+
+async fn serve_record(
+    record: &MediaRecord,
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let size = record.size_bytes;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
@@ -60,7 +110,7 @@ pub async fn serve(
             }
         },
     };
-    let result = state.media.open(&record, range.clone()).await?;
+    let result = state.media.open(record, range.clone()).await?;
     let served = result.range.clone();
     let body = Body::from_stream(result.into_stream().map_err(std::io::Error::other));
     let mut response = Response::new(body);

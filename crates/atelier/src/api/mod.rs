@@ -8,6 +8,7 @@ pub mod extract;
 pub mod gate;
 pub mod generate;
 pub mod health;
+pub mod keys;
 pub mod media;
 pub mod middleware;
 pub mod schema;
@@ -40,6 +41,10 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(users::get_me, users::update_me))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::get_my_budget))
+        .routes(routes!(keys::get_user_budget, keys::set_user_budget))
         .routes(routes!(users::list_users))
         .routes(routes!(users::delete_user))
         .routes(routes!(users::set_user_role))
@@ -65,6 +70,7 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(generate::get_job))
         .routes(routes!(generate::list_generations))
         .routes(routes!(media::get_media))
+        .routes(routes!(media::get_signed_media))
 }
 
 /// The REST routes and the OpenAPI document describing them.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::extract::{ApiJson, ApiPath, ApiQuery, ClientOrigin};
 use super::schema::{RoleName, UserResponse};
 use crate::app::AppState;
-use crate::auth::extract::{AdminUser, AuthUser};
+use crate::auth::extract::{AdminUser, AuthUser, SessionUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::accounts::ProfileChange;
 
@@ -52,7 +52,7 @@ pub struct UpdateMeRequest {
     (status = 429, description = "`too_many_attempts`", body = ErrorBody)))]
 pub async fn update_me(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    SessionUser(me): SessionUser,
     ClientOrigin(origin): ClientOrigin,
     ApiJson(body): ApiJson<UpdateMeRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {

@@ -1,9 +1,10 @@
 //! Authentication building blocks: password hashing and policy, access tokens,
-//! refresh tokens, the in-memory revocation check, login throttling, and the
+//! refresh tokens, signed media links, the in-memory revocation check, login throttling, and the
 //! request extractors that put them together.
 
 pub mod extract;
 pub mod jwt;
+pub mod media_url;
 pub mod password;
 pub mod policy;
 pub mod refresh;

@@ -21,6 +21,9 @@ pub enum Event {
     RoleChanged,
     UserDeleted,
     TokensPurged,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    BudgetChanged,
 }
 
 impl Event {
@@ -37,6 +40,9 @@ impl Event {
             Event::RoleChanged => "role_changed",
             Event::UserDeleted => "user_deleted",
             Event::TokensPurged => "tokens_purged",
+            Event::ApiKeyCreated => "api_key_created",
+            Event::ApiKeyRevoked => "api_key_revoked",
+            Event::BudgetChanged => "budget_changed",
         }
     }
 }

@@ -16,6 +16,9 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
+use super::Origin;
+use super::audit::{Audit, Entry, Event};
+
 /// Caps in force for one user; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Caps {
@@ -92,6 +95,7 @@ pub struct Standing {
 
 pub struct Budgets {
     store: Arc<dyn Store>,
+    audit: Audit,
     defaults: HashMap<Role, Caps>,
     overrides: Mutex<HashMap<Uuid, BudgetOverride>>,
     ledgers: Arc<Mutex<HashMap<Uuid, Ledger>>>,
@@ -138,7 +142,11 @@ fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
 
 impl Budgets {
     /// Loads overrides and this month's and today's spend from the store.
-    pub async fn load(store: Arc<dyn Store>, defaults: HashMap<Role, Caps>) -> Result<Self, StoreError> {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        audit: Audit,
+        defaults: HashMap<Role, Caps>,
+    ) -> Result<Self, StoreError> {
         let now = Utc::now();
         let overrides = store
             .budget_overrides()
@@ -161,6 +169,7 @@ impl Budgets {
         }
         Ok(Budgets {
             store,
+            audit,
             defaults,
             overrides: Mutex::new(overrides),
             ledgers: Arc::new(Mutex::new(ledgers)),
@@ -185,8 +194,28 @@ impl Budgets {
         self.overrides.lock().get(&user_id).cloned()
     }
 
-    pub async fn set_override(&self, budget: BudgetOverride) -> Result<(), StoreError> {
+    /// Sets a user's caps; `actor` is the admin (`None` from the command line).
+    pub async fn set_override(
+        &self,
+        budget: BudgetOverride,
+        actor: Option<Uuid>,
+        origin: &Origin,
+    ) -> Result<(), StoreError> {
         self.store.set_budget_override(&budget, Utc::now()).await?;
+        self.audit
+            .record(Entry {
+                event: Event::BudgetChanged,
+                user_id: Some(budget.user_id),
+                actor_id: actor,
+                origin,
+                details: serde_json::json!({
+                    "daily_nanousd": budget.daily_nanousd,
+                    "monthly_nanousd": budget.monthly_nanousd,
+                    "daily_requests": budget.daily_requests,
+                    "monthly_requests": budget.monthly_requests,
+                }),
+            })
+            .await;
         let empty = budget
             == BudgetOverride {
                 user_id: budget.user_id,

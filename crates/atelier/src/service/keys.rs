@@ -14,10 +14,14 @@ use std::time::Duration;
 use atelier_store::{ApiKey, Store, StoreError, TokenHash};
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
+
+use super::Origin;
+use super::audit::{Audit, Entry, Event};
 
 const PREFIX: &str = "atl_";
 const PUBLIC_LEN: usize = 12;
@@ -113,6 +117,7 @@ pub struct CreatedKey {
 
 pub struct ApiKeys {
     store: Arc<dyn Store>,
+    audit: Audit,
     live: RwLock<HashMap<TokenHash, KeyEntry>>,
     uses: Mutex<HashMap<Uuid, DateTime<Utc>>>,
 }
@@ -152,11 +157,12 @@ fn well_formed(key: &str) -> bool {
 }
 
 impl ApiKeys {
-    pub async fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, audit: Audit) -> Result<Self, StoreError> {
         let live = store.live_api_keys().await?;
         Ok(ApiKeys {
             live: RwLock::new(live.iter().map(|k| (k.key_hash, entry(k))).collect()),
             store,
+            audit,
             uses: Mutex::default(),
         })
     }
@@ -190,6 +196,7 @@ impl ApiKeys {
         name: &str,
         scopes: &[String],
         expires_in_days: Option<u32>,
+        origin: &Origin,
     ) -> Result<CreatedKey, KeyAdminError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -235,6 +242,15 @@ impl ApiKeys {
         };
         self.store.create_api_key(&record).await?;
         self.live.write().insert(record.key_hash, entry(&record));
+        self.audit
+            .record(Entry {
+                event: Event::ApiKeyCreated,
+                user_id: Some(user_id),
+                actor_id: None,
+                origin,
+                details: json!({"key_id": record.id, "name": record.name, "scopes": record.scopes}),
+            })
+            .await;
         Ok(CreatedKey { record, key })
     }
 
@@ -244,10 +260,24 @@ impl ApiKeys {
     }
 
     /// Revokes at once: the key stops working on the next request. `owner` limits
-    /// it to that user's keys (`None` for admins and the CLI).
-    pub async fn revoke(&self, id: Uuid, owner: Option<Uuid>) -> Result<ApiKey, KeyAdminError> {
+    /// it to that user's keys (`None` for the CLI).
+    pub async fn revoke(
+        &self,
+        id: Uuid,
+        owner: Option<Uuid>,
+        origin: &Origin,
+    ) -> Result<ApiKey, KeyAdminError> {
         let revoked = self.store.revoke_api_key(id, owner, Utc::now()).await?;
         self.live.write().remove(&revoked.key_hash);
+        self.audit
+            .record(Entry {
+                event: Event::ApiKeyRevoked,
+                user_id: Some(revoked.user_id),
+                actor_id: None,
+                origin,
+                details: json!({"key_id": revoked.id, "name": revoked.name}),
+            })
+            .await;
         Ok(revoked)
     }
 

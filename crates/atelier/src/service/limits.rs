@@ -105,7 +105,10 @@ pub struct RateLimiter {
 
 enum Backend {
     Memory(Mutex<HashMap<String, VecDeque<Instant>>>),
-    Redis(redis::aio::ConnectionManager),
+    Redis {
+        manager: redis::aio::ConnectionManager,
+        prefix: String,
+    },
 }
 
 /// Keys kept in memory before idle ones are swept.
@@ -139,19 +142,23 @@ impl RateLimiter {
         }
     }
 
-    pub async fn with_redis(table: LimitTable, url: &str) -> Result<Self, redis::RedisError> {
+    /// Keys are `<prefix>:rl:<scope>:<principal>`.
+    pub async fn with_redis(table: LimitTable, url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let manager = redis::aio::ConnectionManager::new(client).await?;
         Ok(RateLimiter {
             table,
-            backend: Backend::Redis(manager),
+            backend: Backend::Redis {
+                manager,
+                prefix: prefix.to_owned(),
+            },
         })
     }
 
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Memory(_) => "in memory",
-            Backend::Redis(_) => "Redis",
+            Backend::Redis { .. } => "Redis",
         }
     }
 
@@ -162,22 +169,27 @@ impl RateLimiter {
         } else {
             *self.table.by_role.get(&(role, scope))?
         };
-        let key = format!("atelier:rl:{}:{principal}", scope.as_str());
         Some(match &self.backend {
-            Backend::Memory(logs) => memory_hit(logs, &key, rate, Instant::now()),
-            Backend::Redis(manager) => match redis_hit(manager.clone(), &key, rate).await {
-                Ok(decision) => decision,
-                Err(e) => {
-                    // A limiter outage must not take generation down with it.
-                    tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
-                    Decision {
-                        allowed: true,
-                        limit: rate.count,
-                        remaining: rate.count,
-                        reset_after: rate.window,
+            Backend::Memory(logs) => {
+                let key = format!("{}:{principal}", scope.as_str());
+                memory_hit(logs, &key, rate, Instant::now())
+            }
+            Backend::Redis { manager, prefix } => {
+                let key = format!("{prefix}:rl:{}:{principal}", scope.as_str());
+                match redis_hit(manager.clone(), &key, rate).await {
+                    Ok(decision) => decision,
+                    Err(e) => {
+                        // A limiter outage must not take generation down with it.
+                        tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+                        Decision {
+                            allowed: true,
+                            limit: rate.count,
+                            remaining: rate.count,
+                            reset_after: rate.window,
+                        }
                     }
                 }
-            },
+            }
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod generation_error;
 pub mod keys;
 pub mod limits;
 pub mod media;
+pub mod passthrough;
 pub mod routing;
 pub mod usage;
 pub mod video;

@@ -65,7 +65,15 @@ pub async fn login(
     ClientOrigin(origin): ClientOrigin,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    match state.accounts.login(&form.email, &form.password, &origin).await {
+    let attempt = match crate::api::gate::admit_login(&state, &origin).await {
+        Ok(()) => state
+            .accounts
+            .login(&form.email, &form.password, &origin)
+            .await
+            .map_err(|e| (account_message(&e), crate::error::ApiError::from(e).status())),
+        Err(limited) => Err((limited.message().to_owned(), limited.status())),
+    };
+    match attempt {
         Ok(pair) => {
             let mut response = Redirect::to(&safe_next(form.next.as_deref())).into_response();
             for c in policy.session(&pair, state.settings.auth.refresh_absolute_ttl) {
@@ -73,15 +81,15 @@ pub async fn login(
             }
             response
         }
-        Err(e) => {
+        Err((message, status)) => {
             let page = PageContext::new(&state, None, &csrf, "login").await;
             let mut response = render(
                 &state,
                 "login.html",
                 &page,
-                context! { error => account_message(&e), email => form.email, next => safe_next(form.next.as_deref()) },
+                context! { error => message, email => form.email, next => safe_next(form.next.as_deref()) },
             );
-            *response.status_mut() = crate::error::ApiError::from(e).status();
+            *response.status_mut() = status;
             response
         }
     }

@@ -342,3 +342,53 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// Creates an API key for a signed-in user; returns its id and the key.
+    pub async fn api_key(&self, user: &TestUser, body: Value) -> (String, String) {
+        let created = self
+            .post("/users/me/api-keys", Some(&user.access), body)
+            .await
+            .expect(StatusCode::CREATED);
+        (
+            created.body["id"].as_str().expect("id").to_owned(),
+            created.body["key"].as_str().expect("key").to_owned(),
+        )
+    }
+
+    /// Sends a request with the key in `X-API-Key`.
+    pub async fn send_key(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .header("x-api-key", key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    /// A whole (non-streamed) `/v1` chat completion with a key.
+    pub async fn v1_chat(&self, key: &str, model: &str, prompt: &str) -> Reply {
+        self.post(
+            "/v1/chat/completions",
+            Some(key),
+            json!({"model": model, "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await
+    }
+
+    /// A streamed `/v1` chat completion with a key: the status and the raw body.
+    pub async fn v1_chat_stream(&self, key: &str, body: Value) -> (StatusCode, String) {
+        let response = self
+            .client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status();
+        (status, response.text().await.expect("body"))
+    }
+}

@@ -8,6 +8,7 @@ mod auth;
 mod docs;
 mod generation;
 mod helpers;
+mod keys;
 mod process;
 mod studio;
 mod users;

@@ -1,0 +1,361 @@
+//! The OpenAI-compatible `/v1`: models, chat completions (whole and streamed),
+//! images and videos, with OpenAI's bodies, chunks and errors, so existing SDKs
+//! work unchanged against atelier with a per-user API key (or an access token).
+
+mod error;
+
+use std::convert::Infallible;
+
+use atelier_store::{JobStatus, VideoJob};
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+pub use self::error::OpenAiError;
+use crate::api::extract::PublicUrl;
+use crate::api::gate;
+use crate::app::AppState;
+use crate::auth::extract::AuthUser;
+use crate::error::ApiError;
+use crate::service::accounts::Principal;
+use crate::service::catalog::Modality;
+use crate::service::generate::{ASPECT_RATIOS, ImageInput};
+use crate::service::keys::Scope;
+use crate::service::passthrough::PassEvent;
+use crate::service::video::{VideoInput, progress, typical_duration};
+
+/// Chat requests may carry long histories and images.
+const V1_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/images/generations", post(image_generations))
+        .route("/v1/videos", post(create_video))
+        .route("/v1/videos/{id}", get(get_video))
+        .route("/v1/videos/{id}/content", get(video_content))
+        .fallback(|| async { OpenAiError::from(ApiError::not_found("not_found", "no such /v1 route")) })
+        .layer(DefaultBodyLimit::max(V1_BODY_LIMIT))
+}
+
+/// A caller with an API key or an access token; refusals in OpenAI's shape.
+pub struct V1User(pub Principal);
+
+impl FromRequestParts<AppState> for V1User {
+    type Rejection = OpenAiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AuthUser(principal) = AuthUser::from_request_parts(parts, state).await?;
+        Ok(V1User(principal))
+    }
+}
+
+/// A JSON body; malformed ones are OpenAI `invalid_request_error`s.
+fn body(json: Result<Json<Value>, JsonRejection>) -> Result<Value, OpenAiError> {
+    match json {
+        Ok(Json(Value::Object(map))) => Ok(Value::Object(map)),
+        Ok(_) => Err(ApiError::bad_request("invalid_body", "the body must be a JSON object").into()),
+        Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text()).into()),
+    }
+}
+
+fn served_header(response: &mut Response, model: &str) {
+    if let Ok(v) = HeaderValue::from_str(model) {
+        response.headers_mut().insert("x-atelier-model", v);
+    }
+}
+
+// ---------------------------------------------------------------- models
+
+async fn list_models(
+    State(state): State<AppState>,
+    V1User(user): V1User,
+) -> Result<Json<Value>, OpenAiError> {
+    let mut data = Vec::new();
+    for (alias, _) in state.routing.router.aliases() {
+        if state.routing.router.role_allows(user.role, &alias) {
+            data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "atelier"}));
+        }
+    }
+    for modality in [Modality::Text, Modality::Image, Modality::Video] {
+        for m in state.catalog.list(modality).await.map_err(ApiError::from)? {
+            if state.routing.router.role_allows(user.role, &m.id) {
+                let owner = m.id.split('/').next().unwrap_or("upstream").to_owned();
+                data.push(json!({"id": m.id, "object": "model", "created": 0, "owned_by": owner}));
+            }
+        }
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+// ---------------------------------------------------------------- chat
+
+async fn chat_completions(
+    State(state): State<AppState>,
+    V1User(user): V1User,
+    json: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, OpenAiError> {
+    let body = body(json)?;
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let max_tokens = body["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| body["max_tokens"].as_u64())
+        .and_then(|t| u32::try_from(t).ok());
+    let chars = body["messages"].to_string().len();
+    let hold = gate::admit(
+        &state,
+        &user,
+        Scope::Chat,
+        gate::estimate_chat(&state, &model, chars, max_tokens),
+    )
+    .await?;
+
+    if !body["stream"].as_bool().unwrap_or(false) {
+        let (answer, served) = state
+            .passthrough
+            .chat(user.user_id, user.role, body)
+            .await
+            .map_err(ApiError::from)?;
+        drop(hold);
+        let mut response = Json(answer).into_response();
+        served_header(&mut response, &served);
+        return Ok(response);
+    }
+
+    let (served, events) = state
+        .passthrough
+        .chat_stream(user.user_id, user.role, body, hold)
+        .await
+        .map_err(ApiError::from)?;
+    let frames = ReceiverStream::new(events).map(|event| {
+        let frame = match event {
+            PassEvent::Chunk(raw) => format!("data: {raw}\n\n"),
+            // The SDKs raise an error for a chunk that is an error object.
+            PassEvent::Failed(e) => format!("data: {}\n\n", OpenAiError::from(ApiError::from(e)).body()),
+        };
+        Ok::<_, Infallible>(frame)
+    });
+    let done = futures_util::stream::once(async { Ok::<_, Infallible>("data: [DONE]\n\n".to_owned()) });
+    let mut response = Response::new(Body::from_stream(frames.chain(done)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    served_header(&mut response, &served);
+    Ok(response)
+}
+
+// ---------------------------------------------------------------- images
+
+/// OpenAI sizes to the nearest supported aspect ratio.
+fn aspect_ratio_of(size: &str) -> Option<String> {
+    let (w, h) = size.split_once('x')?;
+    let ratio = w.trim().parse::<f64>().ok()? / h.trim().parse::<f64>().ok()?;
+    ASPECT_RATIOS
+        .iter()
+        .filter_map(|r| {
+            let (a, b) = r.split_once(':')?;
+            Some((
+                *r,
+                (a.parse::<f64>().ok()? / b.parse::<f64>().ok()? - ratio).abs(),
+            ))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(r, _)| r.to_owned())
+}
+
+async fn image_generations(
+    State(state): State<AppState>,
+    V1User(user): V1User,
+    PublicUrl(base): PublicUrl,
+    json: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, OpenAiError> {
+    let body = body(json)?;
+    let input = ImageInput {
+        model: body["model"].as_str().unwrap_or_default().to_owned(),
+        prompt: body["prompt"].as_str().unwrap_or_default().to_owned(),
+        aspect_ratio: body["size"]
+            .as_str()
+            .filter(|s| *s != "auto")
+            .and_then(aspect_ratio_of),
+        n: body["n"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1),
+    };
+    let b64 = match body["response_format"].as_str().unwrap_or("url") {
+        "b64_json" => true,
+        "url" => false,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("response_format {other:?} is not url or b64_json"),
+            )
+            .into());
+        }
+    };
+    let _hold = gate::admit(
+        &state,
+        &user,
+        Scope::Images,
+        gate::estimate_image(&state, &input.model, input.n),
+    )
+    .await?;
+    let reply = state
+        .generator
+        .image(user.user_id, user.role, input)
+        .await
+        .map_err(ApiError::from)?;
+    let now = chrono::Utc::now().timestamp();
+    let mut data = Vec::new();
+    for image in &reply.images {
+        if b64 {
+            let bytes = state.media.read_all(image).await.map_err(ApiError::from)?;
+            data.push(json!({"b64_json": B64.encode(&bytes)}));
+        } else {
+            data.push(json!({"url": format!("{base}{}", state.media_links.path(image.id, now))}));
+        }
+    }
+    let mut response = Json(json!({
+        "created": now,
+        "data": data,
+        "usage": {"input_tokens": reply.usage.prompt_tokens, "output_tokens": reply.usage.completion_tokens,
+                  "total_tokens": reply.usage.prompt_tokens + reply.usage.completion_tokens},
+    }))
+    .into_response();
+    served_header(&mut response, &reply.model);
+    Ok(response)
+}
+
+// ---------------------------------------------------------------- videos
+
+/// An OpenAI video object for a job.
+fn video_object(job: &VideoJob) -> Value {
+    let status = match job.status {
+        JobStatus::Pending => "queued",
+        JobStatus::InProgress => "in_progress",
+        JobStatus::Completed => "completed",
+        _ => "failed",
+    };
+    let params: Value = serde_json::from_str(&job.params).unwrap_or(Value::Null);
+    json!({
+        "id": job.id,
+        "object": "video",
+        "model": job.model,
+        "status": status,
+        "progress": progress(job, typical_duration()).map_or(0, |p| (p * 100.0).round() as u32),
+        "created_at": job.created_at.timestamp(),
+        "completed_at": job.finished_at.map(|t| t.timestamp()),
+        "seconds": params["duration"].as_u64().map(|d| d.to_string()),
+        "size": params["resolution"],
+        "prompt": job.prompt,
+        "error": job.error.as_ref().map(|message| json!({"code": job.status.as_str(), "message": message})),
+    })
+}
+
+/// `WIDTHxHEIGHT` to a resolution and an aspect ratio.
+fn video_size(size: &str) -> Option<(String, String)> {
+    let (w, h) = size.split_once('x')?;
+    let (w, h): (u32, u32) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+    let short = w.min(h);
+    let resolution = match short {
+        0..=540 => "480p",
+        541..=760 => "720p",
+        _ => "1080p",
+    };
+    Some((resolution.to_owned(), aspect_ratio_of(size)?))
+}
+
+async fn create_video(
+    State(state): State<AppState>,
+    V1User(user): V1User,
+    json: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, OpenAiError> {
+    let body = body(json)?;
+    let seconds = match &body["seconds"] {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        _ => None,
+    };
+    let size = body["size"].as_str().and_then(video_size);
+    let input = VideoInput {
+        model: body["model"].as_str().unwrap_or_default().to_owned(),
+        prompt: body["prompt"].as_str().unwrap_or_default().to_owned(),
+        duration: seconds,
+        resolution: size.as_ref().map(|(r, _)| r.clone()),
+        aspect_ratio: size.map(|(_, a)| a),
+        first_frame: None,
+        last_frame: None,
+    };
+    let _hold = gate::admit(
+        &state,
+        &user,
+        Scope::Videos,
+        gate::estimate_video(&state, &input.model, input.duration),
+    )
+    .await?;
+    let job = state
+        .videos
+        .submit(user.user_id, user.role, input)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(video_object(&job)).into_response())
+}
+
+async fn get_video(
+    State(state): State<AppState>,
+    V1User(user): V1User,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("not_found", "no such video"))?;
+    let job = state.videos.job(user.user_id, id).await.map_err(ApiError::from)?;
+    Ok(Json(video_object(&job)))
+}
+
+async fn video_content(
+    State(state): State<AppState>,
+    V1User(user): V1User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, OpenAiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("not_found", "no such video"))?;
+    let job = state.videos.job(user.user_id, id).await.map_err(ApiError::from)?;
+    let Some(media) = job.media_id else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "video_not_ready",
+            format!("the video is {}", job.status),
+        )
+        .into());
+    };
+    Ok(crate::api::media::serve(&state, user.user_id, user.role, media, &headers).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_map_to_aspect_ratios() {
+        assert_eq!(aspect_ratio_of("1024x1024").as_deref(), Some("1:1"));
+        assert_eq!(aspect_ratio_of("1792x1024").as_deref(), Some("16:9"));
+        assert_eq!(aspect_ratio_of("1024x1536").as_deref(), Some("2:3"));
+        assert_eq!(aspect_ratio_of("huge"), None);
+        assert_eq!(video_size("1280x720"), Some(("720p".into(), "16:9".into())));
+        assert_eq!(video_size("1080x1920"), Some(("1080p".into(), "9:16".into())));
+    }
+}
