@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -46,7 +46,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/videos", post(create_video))
         .route("/v1/videos/{id}", get(get_video))
         .route("/v1/videos/{id}/content", get(video_content))
-        .fallback(|| async { OpenAiError::from(ApiError::not_found("not_found", "no such /v1 route")) })
+        // The app's own fallback answers in the REST shape; this one in OpenAI's.
+        .route(
+            "/v1/{*rest}",
+            any(|| async { OpenAiError::from(ApiError::not_found("not_found", "no such /v1 route")) }),
+        )
         .layer(DefaultBodyLimit::max(V1_BODY_LIMIT))
 }
 
@@ -84,14 +88,16 @@ async fn list_models(
     V1User(user): V1User,
 ) -> Result<Json<Value>, OpenAiError> {
     let mut data = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (alias, _) in state.routing.router.aliases() {
-        if state.routing.router.role_allows(user.role, &alias) {
+        if state.routing.router.role_allows(user.role, &alias) && seen.insert(alias.clone()) {
             data.push(json!({"id": alias, "object": "model", "created": 0, "owned_by": "atelier"}));
         }
     }
+    // A model with several outputs (text and images) is listed once.
     for modality in [Modality::Text, Modality::Image, Modality::Video] {
         for m in state.catalog.list(modality).await.map_err(ApiError::from)? {
-            if state.routing.router.role_allows(user.role, &m.id) {
+            if state.routing.router.role_allows(user.role, &m.id) && seen.insert(m.id.clone()) {
                 let owner = m.id.split('/').next().unwrap_or("upstream").to_owned();
                 data.push(json!({"id": m.id, "object": "model", "created": 0, "owned_by": owner}));
             }

@@ -5,11 +5,15 @@
 
 mod admin;
 mod auth;
+mod budgets;
 mod docs;
 mod generation;
 mod helpers;
 mod keys;
+mod limits;
 mod process;
+mod routing;
 mod studio;
 mod users;
+mod v1;
 mod video;

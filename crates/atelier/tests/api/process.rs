@@ -440,3 +440,99 @@ fn demo_mode_answers_offline_and_says_so() {
     assert!(server.terminate());
     assert!(server.log().contains("DEMO MODE"), "{}", server.log());
 }
+
+#[test]
+fn the_cli_manages_api_keys_and_budgets() {
+    let work = Workdir::new();
+    let out = work.run(
+        &["user", "create", "--email", "dev@example.com"],
+        Some("copper willow meadow 9\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = work.run(
+        &[
+            "apikey",
+            "create",
+            "--user",
+            "dev@example.com",
+            "--name",
+            "ci bot",
+            "--scopes",
+            "chat,images",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Only the key on stdout, so scripts can capture it; the rest on stderr.
+    let key = text(&out.stdout).trim().to_owned();
+    assert!(key.starts_with("atl_") && key.len() == 4 + 12 + 1 + 64, "{key}");
+    assert!(text(&out.stderr).contains("shown this once"));
+
+    let out = work.run(&["apikey", "list", "dev@example.com"], None);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("ci bot") && listing.contains("chat,images"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&key[..16]) && !listing.contains(&key[17..]),
+        "{listing}"
+    );
+    let id = listing
+        .lines()
+        .find(|l| l.contains("ci bot"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the key's id")
+        .to_owned();
+
+    // The key works against the server, with its scopes.
+    let server = work.serve(&[]);
+    let client = reqwest::blocking::Client::new();
+    let me = client
+        .get(server.url("/users/me"))
+        .header("x-api-key", &key)
+        .send()
+        .expect("request");
+    assert_eq!(me.status(), StatusCode::OK);
+    drop(server);
+
+    let out = work.run(&["user", "budget", "dev@example.com", "--daily-usd", "2.5"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("of 2.50 USD") && shown.contains("of 50.00 USD"),
+        "{shown}"
+    );
+    let out = work.run(
+        &["user", "budget", "dev@example.com", "--daily-requests", "7"],
+        None,
+    );
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("of 2.50 USD") && shown.contains("request(s) of 7"),
+        "the other caps stay: {shown}"
+    );
+    let out = work.run(&["user", "budget", "dev@example.com", "--clear"], None);
+    assert!(text(&out.stdout).contains("of 5.00 USD"), "{}", text(&out.stdout));
+    let out = work.run(&["user", "budget", "dev@example.com", "--daily-usd=-1"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("zero or more"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = work.run(&["apikey", "revoke", &id], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("revoked"));
+    let out = work.run(&["apikey", "revoke", &id], None);
+    assert!(!out.status.success(), "a revoked key cannot be revoked again");
+    let server = work.serve(&[]);
+    let me = client
+        .get(server.url("/users/me"))
+        .header("x-api-key", &key)
+        .send()
+        .expect("request");
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+}

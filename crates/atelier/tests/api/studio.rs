@@ -430,3 +430,24 @@ async fn htmx_requests_without_a_session_are_sent_to_the_login_page() {
             .starts_with("/studio/login")
     );
 }
+
+#[tokio::test]
+async fn studio_logins_share_the_login_rate_limit() {
+    let app = TestApp::spawn_with(|s| s.limits.login = Some("2/1m".parse().unwrap())).await;
+    app.login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .expect(StatusCode::OK);
+    let mut browser = Browser::new(&app);
+    browser.log_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let mut other = Browser::new(&app);
+    other.get("/studio/login").await;
+    let page = other
+        .post_form(
+            "/studio/login",
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.body.contains("rate limit reached"), "{}", page.body);
+    assert!(page.set_cookie("atelier_access").is_none() && page.set_cookie("atelier_refresh").is_none());
+}
