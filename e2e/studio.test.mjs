@@ -152,8 +152,30 @@ test("the journey of a new user, and an admin acting on them", { timeout: 180_00
 
   await page.click("a[href='/studio/account']");
   await page.locator("h1", { hasText: "Account" }).waitFor();
-  await screenshot(page, "account-desktop");
   assert.equal(await page.locator("nav a", { hasText: "Admin" }).count(), 0, "no admin console for users");
+  // What was spent today shows against the budget.
+  assert.match(await page.locator("[data-testid=budget-1]").innerText(), /\$0\.\d+ of \$5\.00[\s\S]*left/);
+
+  // An API key: created, shown once, works with the OpenAI-compatible API, revoked.
+  await page.fill("#key-name", "notebook");
+  await page.check("input[name=scope_chat]");
+  await page.click("form.new-key button[type=submit]");
+  const key = await page.locator("[data-testid=new-key]").inputValue();
+  assert.match(key, /^atl_[0-9a-f]{12}_[0-9a-f]{64}$/);
+  await screenshot(page, "account-desktop");
+  const v1 = (k) => fetch(server.url + "/v1/chat/completions", {
+    method: "POST",
+    headers: { authorization: `Bearer ${k}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "mock/chat", messages: [{ role: "user", content: "hi from a script" }] }),
+  });
+  const answer = await v1(key);
+  assert.equal(answer.status, 200);
+  assert.match((await answer.json()).choices[0].message.content, /hi from a script/);
+  await page.goto("/studio/account");
+  assert.equal(await page.locator("[data-testid=new-key]").count(), 0, "the key is not shown again");
+  await page.locator("tbody tr", { hasText: "notebook" }).locator("button", { hasText: "Revoke" }).click();
+  await page.locator(".notice.ok", { hasText: "revoked" }).waitFor();
+  assert.equal((await v1(key)).status, 401);
 
   // An admin promotes the user; the user's next page shows the admin console.
   const admin = await newContext(browser, server.url);
@@ -164,11 +186,24 @@ test("the journey of a new user, and an admin acting on them", { timeout: 180_00
   await adminPage.fill("#user-search", USER.email.slice(0, 12));
   await adminPage.locator("#users", { hasText: "matching" }).waitFor();
   assert.equal(await adminPage.locator("#users tbody tr").count(), 1, "the search finds the one user");
+  // The admin caps the user's spending below what they have spent today.
+  const budget = adminPage.locator(`[data-testid="budget-form-${USER.email}"]`);
+  await adminPage.locator("#users details summary", { hasText: "Edit budget" }).click();
+  await budget.locator("input[name=daily_usd]").fill("0.01");
+  await budget.locator("button[type=submit]").click();
+  await adminPage.locator("#users .notice.ok", { hasText: "saved" }).waitFor();
+  assert.match(await adminPage.locator("#users .budget-cell").innerText(), /of \$0\.01 today/);
   const role = adminPage.locator(`[data-testid="role-${USER.email}"]`);
   await role.waitFor();
   await role.selectOption("admin");
   await adminPage.locator("#users-status .notice.ok", { hasText: "is now admin" }).waitFor();
   await screenshot(adminPage, "admin-desktop");
+
+  // Over budget, the user's next generation is refused with a clear message.
+  await page.click("nav >> text=Text");
+  await page.fill("#prompt", "One more, please");
+  await page.click("main button[type=submit]");
+  await page.locator("#text-status .notice.error", { hasText: "budget" }).waitFor();
 
   await page.click("nav >> text=History");
   await page.locator("nav a", { hasText: "Admin" }).waitFor();

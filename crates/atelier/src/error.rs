@@ -134,6 +134,14 @@ impl ApiError {
     }
 }
 
+/// A message as a sentence: capitalized, ending with a period.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.trim_end_matches('.').chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_uppercase().collect::<String>() + chars.as_str() + "."
+    })
+}
+
 /// The message people read (for the command line, which shares some handlers' helpers).
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

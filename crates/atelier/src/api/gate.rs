@@ -10,7 +10,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, sentence};
 use crate::service::Origin;
 use crate::service::accounts::Principal;
 use crate::service::budgets::Reservation;
@@ -83,7 +83,7 @@ pub async fn admit(
             ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "budget_exceeded",
-                format!("{}{}", capitalized(&e.to_string()), "."),
+                sentence(&e.to_string()),
             )
             .with_detail("remaining_usd", json!(e.remaining_usd))
             .with_detail("resets_at", json!(e.resets_at))
@@ -101,13 +101,6 @@ pub async fn admit_login(state: &AppState, origin: &Origin) -> Result<(), ApiErr
         Some(decision) if !decision.allowed => Err(rate_limited(LimitScope::Login, decision)),
         _ => Ok(()),
     }
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |c| {
-        c.to_uppercase().collect::<String>() + chars.as_str()
-    })
 }
 
 /// `429` with `Retry-After` and the `RateLimit-*` headers.

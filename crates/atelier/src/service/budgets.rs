@@ -176,8 +176,13 @@ impl Budgets {
         })
     }
 
+    /// The caps a role has by default (from the configuration).
+    pub fn role_default(&self, role: Role) -> Caps {
+        self.defaults.get(&role).copied().unwrap_or_default()
+    }
+
     pub fn caps(&self, user_id: Uuid, role: Role) -> Caps {
-        let default = self.defaults.get(&role).copied().unwrap_or_default();
+        let default = self.role_default(role);
         match self.overrides.lock().get(&user_id) {
             Some(o) => Caps {
                 daily_nanousd: o.daily_nanousd.or(default.daily_nanousd),

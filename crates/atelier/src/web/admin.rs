@@ -1,7 +1,7 @@
-//! The admin console: statistics, health, users, usage and cost, the model
-//! allow-list. Invisible to non-admins (404, as if it did not exist).
+//! The admin console: statistics, health, users and their budgets, usage and
+//! cost, the model allow-list. Invisible to non-admins (404, as if it did not exist).
 
-use atelier_store::{Role, UserQuery};
+use atelier_store::{Role, UserQuery, nanos_to_usd};
 use axum::Form;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -15,6 +15,7 @@ use super::session::{CsrfToken, StudioUser};
 use super::{PageContext, notice, render};
 use crate::api::admin::usage_response;
 use crate::api::extract::ClientOrigin;
+use crate::api::keys::{BudgetOverrideBody, set_budget as set_user_budget};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -137,12 +138,105 @@ async fn users_context(state: &AppState, query: &UserQuery, search: Option<&str>
             context! {
                 rows => page.users.iter().map(|u| context! {
                     id => u.id.to_string(), email => u.email, role => u.role.as_str(), created_at => u.created_at.to_rfc3339(),
+                    budget => budget_context(state, u.id, u.role),
                 }).collect::<Vec<_>>(),
                 total => page.total, next => next, q => search,
             }
         }
         Err(e) => context! { error => ApiError::from(e).message().to_owned(), rows => Vec::<Value>::new() },
     }
+}
+
+/// A user's spend today against their caps, and what the admin set.
+fn budget_context(state: &AppState, id: Uuid, role: Role) -> Value {
+    let standing = state.budgets.standing(id, role);
+    let custom = state.budgets.override_of(id);
+    let o = custom.clone().unwrap_or_default();
+    let default = state.budgets.role_default(role);
+    let usd = |n: Option<i64>| n.map(nanos_to_usd);
+    context! {
+        spent_today => nanos_to_usd(standing.day_nanousd),
+        daily => usd(standing.caps.daily_nanousd),
+        custom => custom.is_some(),
+        set => context! {
+            daily_usd => usd(o.daily_nanousd), monthly_usd => usd(o.monthly_nanousd),
+            daily_requests => o.daily_requests, monthly_requests => o.monthly_requests,
+        },
+        default => context! {
+            daily_usd => usd(default.daily_nanousd), monthly_usd => usd(default.monthly_nanousd),
+            daily_requests => default.daily_requests, monthly_requests => default.monthly_requests,
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BudgetForm {
+    #[serde(default)]
+    daily_usd: String,
+    #[serde(default)]
+    monthly_usd: String,
+    #[serde(default)]
+    daily_requests: String,
+    #[serde(default)]
+    monthly_requests: String,
+}
+
+/// Reads one optional number of a budget form: empty means the role's default.
+fn optional<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        t => t
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{what} must be a number, or empty for the role's default.")),
+    }
+}
+
+/// Saves a user's caps and answers with their budget cell, saying so.
+pub async fn set_budget(
+    State(state): State<AppState>,
+    StudioAdmin(admin): StudioAdmin,
+    ClientOrigin(origin): ClientOrigin,
+    Path(id): Path<Uuid>,
+    Form(form): Form<BudgetForm>,
+) -> Response {
+    let user = match state.accounts.user(id).await {
+        Ok(user) => user,
+        Err(e) => return notice(&state, "error", ApiError::from(e).message()),
+    };
+    let parsed = (|| {
+        Ok::<_, String>(BudgetOverrideBody {
+            daily_usd: optional(&form.daily_usd, "The daily amount")?,
+            monthly_usd: optional(&form.monthly_usd, "The monthly amount")?,
+            daily_requests: optional(&form.daily_requests, "The daily requests")?,
+            monthly_requests: optional(&form.monthly_requests, "The monthly requests")?,
+        })
+    })();
+    let outcome = match parsed {
+        Ok(body) => set_user_budget(&state, id, &body, Some(admin.principal.user_id), &origin)
+            .await
+            .map(|()| format!("Budget of {} saved.", user.email))
+            .map_err(|e| e.message().to_owned()),
+        Err(message) => Err(message),
+    };
+    let (kind, message) = match outcome {
+        Ok(m) => ("ok", m),
+        Err(m) => ("error", m),
+    };
+    let page = PageContext {
+        viewer: None,
+        csrf: String::new(),
+        page: "",
+    };
+    render(
+        &state,
+        "admin_budget.html",
+        &page,
+        context! {
+            u => context! { id => id.to_string(), email => user.email, budget => budget_context(&state, id, user.role) },
+            kind => kind, message => message, open => kind == "error",
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin_users.html",
         include_str!("../../templates/admin_users.html"),
     ),
+    (
+        "admin_budget.html",
+        include_str!("../../templates/admin_budget.html"),
+    ),
     ("notice.html", include_str!("../../templates/notice.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -118,10 +122,13 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/account", get(account::page))
         .route("/account/email", post(account::change_email))
         .route("/account/password", post(account::change_password))
+        .route("/account/keys", post(account::create_key))
+        .route("/account/keys/{id}/revoke", post(account::revoke_key))
         .route("/admin", get(admin::page))
         .route("/admin/users", get(admin::users))
         .route("/admin/users/{id}/role", put(admin::set_role))
         .route("/admin/users/{id}", delete(admin::delete_user))
+        .route("/admin/users/{id}/budget", put(admin::set_budget))
         .route("/admin/purge", post(admin::purge))
         .route("/admin/models", post(admin::set_models))
         .fallback(not_found)

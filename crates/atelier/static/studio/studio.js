@@ -101,6 +101,19 @@
     const panel = document.getElementById("conversations-panel");
     if (panel && window.matchMedia("(max-width: 760px)").matches) panel.open = false;
 
+    // Copy buttons for read-only fields (a new API key).
+    document.body.addEventListener("click", function (e) {
+      const button = e.target.closest("[data-copy]");
+      if (!button) return;
+      const field = document.querySelector(button.dataset.copy);
+      if (!field) return;
+      field.select();
+      navigator.clipboard.writeText(field.value).then(function () {
+        button.textContent = "Copied";
+        setTimeout(function () { button.textContent = "Copy"; }, 1500);
+      }, function () { button.textContent = "Press Ctrl+C"; });
+    });
+
     // Forms that may take a while say so.
     document.querySelectorAll("form[data-busy]").forEach(function (form) {
       form.addEventListener("submit", function () {
