@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use atelier_store::{JobStatus, VideoJob};
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +33,7 @@ use crate::service::catalog::Modality;
 use crate::service::generate::{ASPECT_RATIOS, ImageInput};
 use crate::service::keys::Scope;
 use crate::service::passthrough::PassEvent;
-use crate::service::video::{VideoInput, progress, typical_duration};
+use crate::service::video::{FrameInput, VideoInput, progress, typical_duration};
 
 /// Chat requests may carry long histories and images.
 const V1_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -286,27 +286,73 @@ fn video_size(size: &str) -> Option<(String, String)> {
     Some((resolution.to_owned(), aspect_ratio_of(size)?))
 }
 
+/// A video request as OpenAI's SDKs send it: multipart form fields (with an
+/// optional `input_reference` image for image-to-video), or the same as JSON.
+async fn video_request(state: &AppState, request: Request) -> Result<VideoInput, OpenAiError> {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("multipart/form-data"));
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut reference = None;
+    if multipart {
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            let is_file = field.file_name().is_some();
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+            if name == "input_reference" && is_file {
+                reference = Some(FrameInput::Bytes(bytes));
+            } else {
+                fields.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    } else {
+        let json = Json::<Value>::from_request(request, state).await;
+        for (name, value) in body(json)?.as_object().into_iter().flatten() {
+            match (name.as_str(), value) {
+                // A data URL, never a link to fetch.
+                ("input_reference", Value::String(url)) => reference = Some(FrameInput::DataUrl(url.clone())),
+                ("input_reference", other) => {
+                    if let Some(url) = other["image_url"].as_str() {
+                        reference = Some(FrameInput::DataUrl(url.to_owned()));
+                    }
+                }
+                (_, Value::String(text)) => fields.push((name.clone(), text.clone())),
+                (_, Value::Number(n)) => fields.push((name.clone(), n.to_string())),
+                _ => {}
+            }
+        }
+    }
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let size = field("size").and_then(video_size);
+    Ok(VideoInput {
+        model: field("model").unwrap_or_default().to_owned(),
+        prompt: field("prompt").unwrap_or_default().to_owned(),
+        duration: field("seconds").and_then(|s| s.trim().parse().ok()),
+        resolution: size.as_ref().map(|(r, _)| r.clone()),
+        aspect_ratio: size.map(|(_, a)| a),
+        first_frame: reference,
+        last_frame: None,
+    })
+}
+
 async fn create_video(
     State(state): State<AppState>,
     V1User(user): V1User,
-    json: Result<Json<Value>, JsonRejection>,
+    request: Request,
 ) -> Result<Response, OpenAiError> {
-    let body = body(json)?;
-    let seconds = match &body["seconds"] {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        _ => None,
-    };
-    let size = body["size"].as_str().and_then(video_size);
-    let input = VideoInput {
-        model: body["model"].as_str().unwrap_or_default().to_owned(),
-        prompt: body["prompt"].as_str().unwrap_or_default().to_owned(),
-        duration: seconds,
-        resolution: size.as_ref().map(|(r, _)| r.clone()),
-        aspect_ratio: size.map(|(_, a)| a),
-        first_frame: None,
-        last_frame: None,
-    };
+    let input = video_request(&state, request).await?;
     let _hold = gate::admit(
         &state,
         &user,

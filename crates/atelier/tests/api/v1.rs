@@ -407,3 +407,72 @@ async fn loop_until(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_video_from_an_uploaded_reference_image_sends_it_as_the_first_frame() {
+    let app = TestApp::spawn().await;
+    let (_, key) = keyed(&app).await;
+    let image = app
+        .post(
+            "/v1/images/generations",
+            Some(&key),
+            json!({"model": "mock/image", "prompt": "a harbour", "response_format": "b64_json"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    let b64 = image.body["data"][0]["b64_json"].as_str().unwrap().to_owned();
+    let png = base64::engine::general_purpose::STANDARD.decode(&b64).unwrap();
+    // As the SDKs send it: a multipart form with the image as `input_reference`.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "mock/video")
+        .text("prompt", "boats sail out")
+        .text("seconds", "4")
+        .part(
+            "input_reference",
+            reqwest::multipart::Part::bytes(png)
+                .file_name("harbour.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let response = app
+        .client
+        .post(app.url("/v1/videos"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let created = crate::helpers::read(response).await.expect(StatusCode::OK);
+    assert_eq!(created.body["seconds"], "4");
+    let sent = app.mock.last_body("POST /api/v1/videos").unwrap();
+    assert_eq!(sent["frame_images"][0]["frame_type"], "first_frame");
+    assert_eq!(
+        sent["frame_images"][0]["image_url"]["url"],
+        format!("data:image/png;base64,{b64}")
+    );
+    assert_eq!(sent["duration"], 4);
+
+    // Something that is not an image is refused before the upstream.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "mock/video")
+        .text("prompt", "x")
+        .part(
+            "input_reference",
+            reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("a.png"),
+        );
+    let response = app
+        .client
+        .post(app.url("/v1/videos"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let refused = crate::helpers::read(response).await;
+    assert_openai_error(
+        &refused,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid_request_error",
+    );
+    assert_eq!(app.mock.hits("POST /api/v1/videos"), 1);
+}
