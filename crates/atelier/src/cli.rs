@@ -238,8 +238,9 @@ async fn serve(mut settings: config::Settings, demo: bool) -> anyhow::Result<()>
         .await
         .map_err(|source| crate::error::StartupError::Bind { addr: bind, source })?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal();
     tracing::info!("http: listening on http://{addr} (API docs at http://{addr}/docs)");
-    app::serve(state, listener, shutdown_signal()).await?;
+    app::serve(state, listener, shutdown).await?;
     Ok(())
 }
 
@@ -266,27 +267,34 @@ async fn start_demo_upstream(
     Ok(mock)
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this
+/// is called, not when the future is first polled: a signal that arrives as soon
+/// as the server says it listens must already stop it gracefully.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -22,15 +23,19 @@ pub struct MediaLinks {
 impl MediaLinks {
     /// Derives a key of its own so a link signature never doubles as a token one.
     pub fn new(signing_secret: &[u8]) -> Self {
-        let mut mac = HmacSha256::new_from_slice(signing_secret).expect("HMAC takes keys of any length");
-        mac.update(b"atelier media links v1");
-        MediaLinks {
-            key: mac.finalize().into_bytes().into(),
-        }
+        let key = Sha256::new()
+            .chain_update(b"atelier media links v1\0")
+            .chain_update(signing_secret)
+            .finalize();
+        MediaLinks { key: key.into() }
     }
 
     fn mac(&self, id: Uuid, expires: i64) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        // HMAC pads a short key with zeros to the block size; padding it here
+        // lets the infallible constructor take it.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&self.key);
+        let mut mac = <HmacSha256 as KeyInit>::new(&block.into());
         mac.update(id.as_bytes());
         mac.update(&expires.to_be_bytes());
         mac

@@ -84,6 +84,38 @@ impl Passthrough {
         })
     }
 
+    /// Tries the plan for `call`, with the body's `model` set to each model in
+    /// turn; a failure of them all is recorded before it is returned.
+    async fn routed<T, F, Fut>(
+        &self,
+        call: &Call,
+        role: Role,
+        body: &Value,
+        send: F,
+    ) -> Result<(T, String), GenerationError>
+    where
+        F: Fn(Value) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let plan = self.routing.plan(&call.requested, Action::Chat, role)?;
+        let result = self
+            .routing
+            .router
+            .run(&plan, |model| {
+                let mut body = body.clone();
+                body["model"] = Value::String(model);
+                let sent = send(body);
+                async move { sent.await.map_err(GenerationError::from) }
+            })
+            .await;
+        if let Err(e) = &result {
+            let error = Some(e.to_string());
+            self.record(call, GenerationStatus::Failed, None, None, 0, error)
+                .await;
+        }
+        result
+    }
+
     /// A whole answer: the upstream's JSON and the model that served it.
     pub async fn chat(
         &self,
@@ -92,47 +124,24 @@ impl Passthrough {
         body: Value,
     ) -> Result<(Value, String), GenerationError> {
         let call = Self::call(user_id, &body)?;
-        let plan = self.routing.plan(&call.requested, Action::Chat, role)?;
-        let result = self
-            .routing
-            .router
-            .run(&plan, |model| {
-                let mut body = body.clone();
-                body["model"] = Value::String(model);
-                async move { self.client.chat_json(&body).await.map_err(GenerationError::from) }
-            })
+        let client = &self.client;
+        let (answer, tried) = self
+            .routed(
+                &call,
+                role,
+                &body,
+                |body| async move { client.chat_json(&body).await },
+            )
+            .await?;
+        let served = answer["model"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+            .map_or(tried, str::to_owned);
+        let usage: Option<Usage> = serde_json::from_value(answer["usage"].clone()).ok();
+        let status = GenerationStatus::Succeeded;
+        self.record(&call, status, Some(served.clone()), usage.as_ref(), 0, None)
             .await;
-        match result {
-            Ok((answer, tried)) => {
-                let served = answer["model"]
-                    .as_str()
-                    .filter(|m| !m.is_empty())
-                    .map_or(tried, str::to_owned);
-                let usage: Option<Usage> = serde_json::from_value(answer["usage"].clone()).ok();
-                self.record(
-                    &call,
-                    GenerationStatus::Succeeded,
-                    Some(served.clone()),
-                    usage.as_ref(),
-                    0,
-                    None,
-                )
-                .await;
-                Ok((answer, served))
-            }
-            Err(e) => {
-                self.record(
-                    &call,
-                    GenerationStatus::Failed,
-                    None,
-                    None,
-                    0,
-                    Some(e.to_string()),
-                )
-                .await;
-                Err(e)
-            }
-        }
+        Ok((answer, served))
     }
 
     /// Starts a streamed answer; `hold` is kept until it ends. Returns the model
@@ -145,36 +154,12 @@ impl Passthrough {
         hold: H,
     ) -> Result<(String, mpsc::Receiver<PassEvent>), GenerationError> {
         let call = Self::call(user_id, &body)?;
-        let plan = self.routing.plan(&call.requested, Action::Chat, role)?;
-        let opened = self
-            .routing
-            .router
-            .run(&plan, |model| {
-                let mut body = body.clone();
-                body["model"] = Value::String(model);
-                async move {
-                    self.client
-                        .chat_stream_json(&body)
-                        .await
-                        .map_err(GenerationError::from)
-                }
+        let client = &self.client;
+        let (mut upstream, served) = self
+            .routed(&call, role, &body, |body| async move {
+                client.chat_stream_json(&body).await
             })
-            .await;
-        let (mut upstream, served) = match opened {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.record(
-                    &call,
-                    GenerationStatus::Failed,
-                    None,
-                    None,
-                    0,
-                    Some(e.to_string()),
-                )
-                .await;
-                return Err(e);
-            }
-        };
+            .await?;
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
         let model = served.clone();

@@ -283,6 +283,28 @@ fn logs_carry_request_ids_and_audit_events_but_never_secrets() {
         .send()
         .expect("me");
     assert_eq!(me.status(), StatusCode::OK);
+    let created: serde_json::Value = client
+        .post(server.url("/users/me/api-keys"))
+        .bearer_auth(&access)
+        .json(&json!({"name": "logged?"}))
+        .send()
+        .expect("create key")
+        .json()
+        .expect("json");
+    let key = created["key"].as_str().expect("key").to_owned();
+    for header in ["x-api-key", "authorization"] {
+        let value = if header == "x-api-key" {
+            key.clone()
+        } else {
+            format!("Bearer {key}")
+        };
+        let used = client
+            .get(server.url("/users/me"))
+            .header(header, value)
+            .send()
+            .expect("use key");
+        assert_eq!(used.status(), StatusCode::OK);
+    }
     assert!(server.terminate());
 
     let log = server.log();
@@ -290,6 +312,8 @@ fn logs_carry_request_ids_and_audit_events_but_never_secrets() {
         password,
         &access,
         &refresh,
+        &key,
+        &key[17..],
         JWT_SECRET,
         ADMIN_PASSWORD,
         "cookie-secret-value",
@@ -307,6 +331,12 @@ fn logs_carry_request_ids_and_audit_events_but_never_secrets() {
     assert_eq!(login_event["request_id"], "req-login-42");
     assert_eq!(login_event["client_ip"], "127.0.0.1");
     assert!(login_event["user_id"].as_str().is_some());
+    assert!(
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| l["event"] == "api_key_created"),
+        "no api_key_created audit event in:\n{log}"
+    );
 }
 
 #[test]
