@@ -1,0 +1,117 @@
+//! Load: closed loops (a number of workers sending back to back) and open loops
+//! (a fixed rate, whatever the answers do). Every loop is bounded in time and in
+//! count.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+/// What a run measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Latencies of the requests that succeeded.
+    pub latencies: Vec<Duration>,
+    pub errors: u64,
+    /// The first error, to report.
+    pub first_error: Option<String>,
+    /// How long the run took.
+    pub elapsed: Duration,
+    /// For open loops: how far behind schedule the sender fell at worst (a
+    /// generator that cannot keep up would understate latency).
+    pub max_lag: Duration,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn absorb(&mut self, result: Result<Duration, String>) {
+        match result {
+            Ok(latency) => self.latencies.push(latency),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// `workers` tasks each send one request after another until `duration` has
+/// passed or `max` requests were sent.
+pub async fn closed_loop<F, Fut>(workers: usize, duration: Duration, max: u64, send: F) -> Outcome
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let send = Arc::new(send);
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (send, outcome, sent) = (Arc::clone(&send), Arc::clone(&outcome), Arc::clone(&sent));
+        tasks.push(tokio::spawn(async move {
+            let mut local = Outcome::default();
+            while Instant::now() < end && sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < max {
+                let t0 = Instant::now();
+                let result = send().await.map(|()| t0.elapsed());
+                local.absorb(result);
+            }
+            let mut all = outcome.lock().await;
+            all.latencies.extend(local.latencies);
+            all.errors += local.errors;
+            if all.first_error.is_none() {
+                all.first_error = local.first_error;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut outcome = std::mem::take(&mut *outcome.lock().await);
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+/// Requests at `rate` per second for `duration`, each started on schedule in its
+/// own task, measured from when it was sent. At most `max_in_flight` at once;
+/// beyond that a request counts as an error (the target is not keeping up).
+pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, max_in_flight: usize, send: F) -> Outcome
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let send = Arc::new(send);
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let mut outcome = Outcome::default();
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        outcome.max_lag = outcome.max_lag.max(Instant::now().saturating_duration_since(due));
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            outcome.absorb(Err(format!("more than {max_in_flight} requests in flight")));
+            continue;
+        };
+        let (send, tx) = (Arc::clone(&send), tx.clone());
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let result = send().await.map(|()| t0.elapsed());
+            drop(permit);
+            let _ = tx.send(result);
+        });
+    }
+    drop(tx);
+    while let Some(result) = rx.recv().await {
+        outcome.absorb(result);
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}

@@ -1,0 +1,155 @@
+//! `atelier-bench`: measures what atelier adds between its users and a model.
+//! `bench/run` builds the release binaries and calls this; see `bench/README.md`.
+//!
+//! It starts two mock upstreams (instant, and 20 ms) and atelier on a fresh
+//! DuckDB file, drives load from this process over loopback, and writes the
+//! results. Every load loop is bounded in count and time.
+
+mod load;
+mod procs;
+mod report;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::procs::{start_atelier, start_mock, workdir};
+use crate::report::{Machine, Memory, Results, Startup};
+use crate::scenarios::{FULL, SMOKE, Targets};
+
+#[derive(Debug, Parser)]
+#[command(name = "atelier-bench", about = "Measures what atelier adds to a model call")]
+struct Args {
+    /// Folder holding the `atelier` and `atelier-mock-upstream` binaries.
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// Folder for the results (`<date>-<commit>.json` and `.md`).
+    #[arg(long)]
+    out: PathBuf,
+    /// A few requests per scenario: checks that the bench works, not the numbers.
+    #[arg(long)]
+    smoke: bool,
+    /// The build profile of the binaries, for the record.
+    #[arg(long, default_value = "release")]
+    profile: String,
+}
+
+/// Milliseconds between streamed tokens from the instant mock.
+const TOKEN_DELAY_MS: u64 = 10;
+/// The mock's latency for the throughput scenario.
+const SLOW_MOCK_MS: u64 = 20;
+
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let hash = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty { format!("{hash}-dirty") } else { hash }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn run(args: Args) -> Result<PathBuf> {
+    let sizes = if args.smoke { SMOKE } else { FULL };
+    let (mock, mock_url) = start_mock(&args.bin_dir, 0, TOKEN_DELAY_MS)?;
+    let (slow_mock, slow_url) = start_mock(&args.bin_dir, SLOW_MOCK_MS, TOKEN_DELAY_MS)?;
+    let dir = workdir()?;
+
+    eprintln!("start-up");
+    let (first, _, ready_fresh) = start_atelier(&args.bin_dir, &dir, &mock_url).await?;
+    first.stop()?;
+    let (atelier, base, ready_existing) = start_atelier(&args.bin_dir, &dir, &mock_url).await?;
+    tokio::time::sleep(sizes.settle).await;
+    let idle_mib = atelier.rss_mib();
+
+    let mut targets = Targets::new(&mock_url, &base)?;
+    targets.sign_in().await?;
+
+    eprintln!("added latency at concurrency 1");
+    let latency = scenarios::latency_at_concurrency_one(&targets, &sizes).await?;
+    eprintln!("fixed rates");
+    let mut fixed_rates = Vec::new();
+    for &rate in sizes.rates {
+        fixed_rates.push(scenarios::at_rate(&targets, &atelier, rate, sizes.rate_duration).await?);
+    }
+    eprintln!("streaming");
+    let streaming = scenarios::streaming(&targets, &atelier, &sizes, TOKEN_DELAY_MS).await?;
+    eprintln!("logins");
+    let logins = scenarios::logins(&targets, &sizes).await?;
+    atelier.stop()?;
+
+    eprintln!("throughput against a {SLOW_MOCK_MS} ms mock");
+    let (atelier, base, _) = start_atelier(&args.bin_dir, &dir, &slow_url).await?;
+    let mut targets = Targets::new(&slow_url, &base)?;
+    targets.sign_in().await?;
+    let throughput = scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?;
+    let under_load_mib = throughput
+        .steps
+        .iter()
+        .map(|s| s.atelier_rss_mib)
+        .fold(0.0, f64::max);
+    tokio::time::sleep(sizes.settle).await;
+    let after_load_mib = atelier.rss_mib();
+    atelier.stop()?;
+    drop((mock, slow_mock));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut results = Results {
+        date: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        commit: commit(),
+        profile: args.profile,
+        smoke: args.smoke,
+        machine: Machine::this(),
+        startup: Startup {
+            ready_fresh_ms: ms(ready_fresh),
+            ready_existing_ms: ms(ready_existing),
+        },
+        memory: Memory {
+            idle_mib,
+            under_load_mib: under_load_mib.max(streaming.concurrent.rss_peak_mib),
+            after_load_mib,
+        },
+        latency_at_concurrency_one: latency,
+        fixed_rates,
+        throughput,
+        streaming,
+        logins,
+        targets: Vec::new(),
+    };
+    results.targets = report::targets(&results);
+    report::write(&args.out, &results).context("writing the results")
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! The scenarios of the issue, each returning what it measured.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::load::{Outcome, closed_loop, open_loop};
+use crate::procs::{ADMIN_EMAIL, ADMIN_PASSWORD, MOCK_KEY, Proc};
+use crate::stats::{Comparison, Percentiles};
+
+/// How much load each scenario sends: the full run, or a smoke run that only
+/// checks the bench works.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub latency_requests: usize,
+    pub rest_chat_requests: usize,
+    pub rates: &'static [f64],
+    pub rate_duration: Duration,
+    pub throughput_rates: &'static [f64],
+    pub throughput_duration: Duration,
+    pub stream_samples: usize,
+    pub concurrent_streams: usize,
+    pub login_duration: Duration,
+    pub settle: Duration,
+}
+
+pub const FULL: Sizes = Sizes {
+    latency_requests: 5_000,
+    rest_chat_requests: 1_000,
+    rates: &[500.0, 1_000.0, 2_000.0],
+    rate_duration: Duration::from_secs(5),
+    throughput_rates: &[
+        1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 7_000.0, 8_000.0, 10_000.0,
+    ],
+    throughput_duration: Duration::from_secs(5),
+    stream_samples: 100,
+    concurrent_streams: 2_000,
+    login_duration: Duration::from_secs(5),
+    settle: Duration::from_secs(3),
+};
+
+pub const SMOKE: Sizes = Sizes {
+    latency_requests: 30,
+    rest_chat_requests: 10,
+    rates: &[50.0],
+    rate_duration: Duration::from_millis(400),
+    throughput_rates: &[50.0, 100.0],
+    throughput_duration: Duration::from_millis(400),
+    stream_samples: 5,
+    concurrent_streams: 20,
+    login_duration: Duration::from_millis(500),
+    settle: Duration::from_millis(200),
+};
+
+/// Where requests go and with what credentials.
+#[derive(Clone)]
+pub struct Targets {
+    pub client: reqwest::Client,
+    /// The mock's API base, `http://…/api/v1`.
+    pub mock: String,
+    /// atelier's base URL.
+    pub atelier: String,
+    pub jwt: String,
+    pub key: String,
+}
+
+/// The ways a chat request can go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Straight to the mock.
+    Direct,
+    /// `/v1/chat/completions` with an access token.
+    V1Jwt,
+    /// `/v1/chat/completions` with an API key.
+    V1Key,
+    /// `/ai/chat`: the studio's chat, which also stores the conversation.
+    RestChat,
+}
+
+fn chat_body(model: &str, stream: bool, max_tokens: Option<u32>) -> Value {
+    let mut body = json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello in one line"}],
+        "stream": stream,
+    });
+    if let Some(max) = max_tokens {
+        body["max_tokens"] = json!(max);
+    }
+    body
+}
+
+impl Targets {
+    pub fn new(mock: &str, atelier: &str) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(4_096)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Targets {
+            client,
+            mock: mock.to_owned(),
+            atelier: atelier.to_owned(),
+            jwt: String::new(),
+            key: String::new(),
+        })
+    }
+
+    /// Logs in as the bench's admin and makes an API key.
+    pub async fn sign_in(&mut self) -> Result<()> {
+        self.jwt = login(&self.client, &self.atelier).await?;
+        let created: Value = self
+            .client
+            .post(format!("{}/users/me/api-keys", self.atelier))
+            .bearer_auth(&self.jwt)
+            .json(&json!({"name": "bench"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        self.key = created["key"].as_str().unwrap_or_default().to_owned();
+        Ok(())
+    }
+
+    fn request(&self, path: Path, body: &Value) -> reqwest::RequestBuilder {
+        let (url, token) = match path {
+            Path::Direct => (format!("{}/chat/completions", self.mock), MOCK_KEY),
+            Path::V1Jwt => (format!("{}/v1/chat/completions", self.atelier), self.jwt.as_str()),
+            Path::V1Key => (format!("{}/v1/chat/completions", self.atelier), self.key.as_str()),
+            Path::RestChat => (format!("{}/ai/chat", self.atelier), self.jwt.as_str()),
+        };
+        self.client.post(url).bearer_auth(token).json(body)
+    }
+
+    /// One whole chat answer, read to the end.
+    pub async fn chat(&self, path: Path, model: &str) -> Result<(), String> {
+        let response = self
+            .request(path, &chat_body(model, false, None))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        Ok(())
+    }
+}
+
+async fn login(client: &reqwest::Client, atelier: &str) -> Result<String> {
+    let tokens: Value = client
+        .post(format!("{atelier}/auth/login"))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(tokens["access_token"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A sender for the load loops.
+fn sender(
+    targets: &Targets,
+    path: Path,
+    model: &'static str,
+) -> impl Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    let targets = targets.clone();
+    move || {
+        let targets = targets.clone();
+        Box::pin(async move { targets.chat(path, model).await })
+    }
+}
+
+fn checked(outcome: Outcome, what: &str) -> Result<Outcome> {
+    if outcome.latencies.is_empty() {
+        bail!("{what}: no request succeeded ({:?})", outcome.first_error);
+    }
+    Ok(outcome)
+}
+
+// ---------------------------------------------------------------- 1. added latency
+
+#[derive(Debug, Serialize)]
+pub struct LatencyAtOne {
+    pub path: &'static str,
+    pub comparison: Comparison,
+}
+
+/// The same request straight to the mock and through atelier, one at a time,
+/// interleaved so drift hits both alike.
+pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Vec<LatencyAtOne>> {
+    let warm = sizes.latency_requests.min(200);
+    for _ in 0..warm {
+        for path in [Path::Direct, Path::V1Jwt, Path::V1Key] {
+            t.chat(path, "mock/chat").await.map_err(anyhow::Error::msg)?;
+        }
+    }
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let paths = [Path::Direct, Path::V1Jwt, Path::V1Key];
+    for _ in 0..sizes.latency_requests {
+        for (i, path) in paths.iter().enumerate() {
+            let t0 = Instant::now();
+            t.chat(*path, "mock/chat").await.map_err(anyhow::Error::msg)?;
+            samples[i].push(t0.elapsed());
+        }
+    }
+    let mut rest = Vec::new();
+    let mut direct_for_rest = Vec::new();
+    for _ in 0..sizes.rest_chat_requests {
+        let t0 = Instant::now();
+        t.chat(Path::Direct, "mock/chat")
+            .await
+            .map_err(anyhow::Error::msg)?;
+        direct_for_rest.push(t0.elapsed());
+        let t0 = Instant::now();
+        t.chat(Path::RestChat, "mock/chat")
+            .await
+            .map_err(anyhow::Error::msg)?;
+        rest.push(t0.elapsed());
+    }
+    Ok(vec![
+        LatencyAtOne {
+            path: "/v1/chat/completions, access token",
+            comparison: Comparison::of(&samples[0], &samples[1]),
+        },
+        LatencyAtOne {
+            path: "/v1/chat/completions, API key",
+            comparison: Comparison::of(&samples[0], &samples[2]),
+        },
+        LatencyAtOne {
+            path: "/ai/chat (stores the conversation)",
+            comparison: Comparison::of(&direct_for_rest, &rest),
+        },
+    ])
+}
+
+// ---------------------------------------------------------------- fixed rates
+
+#[derive(Debug, Serialize)]
+pub struct AtRate {
+    pub rate: f64,
+    pub comparison: Comparison,
+    pub achieved_rate: f64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// The sender's worst lag behind schedule, ms (large: the numbers understate).
+    pub generator_lag_ms: f64,
+    /// atelier's CPU time per request, ms.
+    pub atelier_cpu_ms_per_request: f64,
+    pub atelier_rss_mib: f64,
+}
+
+/// Each rate straight to the mock, then through atelier (access token).
+pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration) -> Result<AtRate> {
+    let direct = checked(
+        open_loop(rate, duration, 4_096, sender(t, Path::Direct, "mock/chat")).await,
+        "direct",
+    )?;
+    let cpu_before = atelier.cpu_time();
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = sample_rss(atelier.pid(), Arc::clone(&peak));
+    let through = open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt, "mock/chat")).await;
+    sampler.abort();
+    let cpu = atelier.cpu_time().saturating_sub(cpu_before);
+    let served = (through.latencies.len() as u64 + through.errors).max(1);
+    Ok(AtRate {
+        rate,
+        comparison: Comparison::of(&direct.latencies, &through.latencies),
+        achieved_rate: through.rate(),
+        errors: through.errors + direct.errors,
+        first_error: through.first_error.or(direct.first_error),
+        generator_lag_ms: through.max_lag.max(direct.max_lag).as_secs_f64() * 1e3,
+        atelier_cpu_ms_per_request: cpu.as_secs_f64() * 1e3 / served as f64,
+        atelier_rss_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
+    })
+}
+
+/// Samples a process's resident memory (KiB) every 50 ms, keeping the peak.
+fn sample_rss(pid: u32, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                peak.fetch_max(kib, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+// ---------------------------------------------------------------- 2. throughput
+
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    pub mock_latency_ms: u64,
+    pub steps: Vec<AtRate>,
+    /// The highest rate with no errors and an added p99 under 1 ms.
+    pub best_rate: Option<f64>,
+}
+
+/// Rising rates against a 20 ms mock until a step fails.
+pub async fn throughput(
+    t: &Targets,
+    atelier: &Proc,
+    sizes: &Sizes,
+    mock_latency_ms: u64,
+) -> Result<Throughput> {
+    let mut steps = Vec::new();
+    let mut best_rate = None;
+    for &rate in sizes.throughput_rates {
+        let step = at_rate(t, atelier, rate, sizes.throughput_duration).await?;
+        let passed =
+            step.errors == 0 && step.comparison.added.p99_ms < 1.0 && step.achieved_rate >= rate * 0.95;
+        eprintln!(
+            "  {rate:>6} req/s: added p99 {:.3} ms, {} errors, achieved {:.0}/s",
+            step.comparison.added.p99_ms, step.errors, step.achieved_rate
+        );
+        steps.push(step);
+        if !passed {
+            break;
+        }
+        best_rate = Some(rate);
+    }
+    Ok(Throughput {
+        mock_latency_ms,
+        steps,
+        best_rate,
+    })
+}
+
+// ---------------------------------------------------------------- 3. streaming
+
+/// One stream: time to the first token and the gaps between tokens.
+struct StreamTiming {
+    first_token: Duration,
+    gaps: Vec<Duration>,
+    completed: bool,
+}
+
+async fn stream_once(
+    t: &Targets,
+    path: Path,
+    model: &str,
+    max_tokens: Option<u32>,
+) -> Result<StreamTiming, String> {
+    let t0 = Instant::now();
+    let response = t
+        .request(path, &chat_body(model, true, max_tokens))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(response.status().to_string());
+    }
+    let mut body = response.bytes_stream();
+    let (mut first, mut last, mut gaps, mut completed) = (None, None::<Instant>, Vec::new(), false);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let text = String::from_utf8_lossy(&chunk);
+        if text.contains("\"content\"") {
+            if first.is_none() {
+                first = Some(now - t0);
+            }
+            if let Some(previous) = last {
+                gaps.push(now - previous);
+            }
+            last = Some(now);
+        }
+        completed |= text.contains("[DONE]");
+    }
+    Ok(StreamTiming {
+        first_token: first.ok_or("no token arrived")?,
+        gaps,
+        completed,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Streaming {
+    pub token_delay_ms: u64,
+    pub time_to_first_token: Comparison,
+    pub gap_between_tokens: Comparison,
+    pub concurrent: ConcurrentStreams,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConcurrentStreams {
+    pub streams: usize,
+    pub completed: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    /// Streams with a gap between tokens over a second (20 times the pace).
+    pub stalled: usize,
+    pub max_gap_ms: f64,
+    pub gap_p99_ms: f64,
+    pub rss_before_mib: f64,
+    pub rss_peak_mib: f64,
+    pub kib_per_stream: f64,
+}
+
+pub async fn streaming(t: &Targets, atelier: &Proc, sizes: &Sizes, token_delay_ms: u64) -> Result<Streaming> {
+    let (mut ttft, mut gaps) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for _ in 0..sizes.stream_samples {
+        for (i, path) in [Path::Direct, Path::V1Jwt].into_iter().enumerate() {
+            let timing = stream_once(t, path, "mock/chat", None)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            ttft[i].push(timing.first_token);
+            gaps[i].extend(timing.gaps);
+        }
+    }
+    let concurrent = concurrent_streams(t, atelier, sizes.concurrent_streams).await?;
+    Ok(Streaming {
+        token_delay_ms,
+        time_to_first_token: Comparison::of(&ttft[0], &ttft[1]),
+        gap_between_tokens: Comparison::of(&gaps[0], &gaps[1]),
+        concurrent,
+    })
+}
+
+/// `n` long streams at once through atelier (`mock/chat-slow`: 50 ms a token, 60
+/// tokens, 3 s each), opened over one second.
+async fn concurrent_streams(t: &Targets, atelier: &Proc, n: usize) -> Result<ConcurrentStreams> {
+    let rss_before = atelier.rss_mib();
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = sample_rss(atelier.pid(), Arc::clone(&peak));
+    let spacing = Duration::from_secs(1) / n.max(1) as u32;
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            stream_once(&t, Path::V1Jwt, "mock/chat-slow", Some(60)).await
+        }));
+        tokio::time::sleep(spacing).await;
+    }
+    let (mut completed, mut errors, mut first_error, mut stalled, mut all_gaps) = (0, 0, None, 0, Vec::new());
+    for task in tasks {
+        match task.await {
+            Ok(Ok(timing)) => {
+                completed += usize::from(timing.completed);
+                stalled += usize::from(timing.gaps.iter().any(|g| *g > Duration::from_secs(1)));
+                all_gaps.extend(timing.gaps);
+            }
+            Ok(Err(e)) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    sampler.abort();
+    let gaps = Percentiles::of(&all_gaps);
+    let rss_peak = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    Ok(ConcurrentStreams {
+        streams: n,
+        completed,
+        errors,
+        first_error,
+        stalled,
+        max_gap_ms: gaps.max_ms,
+        gap_p99_ms: gaps.p99_ms,
+        rss_before_mib: rss_before,
+        rss_peak_mib: rss_peak,
+        kib_per_stream: (rss_peak - rss_before).max(0.0) * 1024.0 / n.max(1) as f64,
+    })
+}
+
+// ---------------------------------------------------------------- 5. logins
+
+#[derive(Debug, Serialize)]
+pub struct Logins {
+    pub logins_per_second: f64,
+    pub login_p99_ms: f64,
+    pub login_errors: u64,
+    /// Chat at a steady rate alone, then during a login storm.
+    pub chat_rate: f64,
+    pub chat_alone: Percentiles,
+    pub chat_during_storm: Percentiles,
+    pub chat_errors: u64,
+    pub p99_ratio: f64,
+}
+
+pub async fn logins(t: &Targets, sizes: &Sizes) -> Result<Logins> {
+    let login_sender = || {
+        let (client, atelier) = (t.client.clone(), t.atelier.clone());
+        move || {
+            let (client, atelier) = (client.clone(), atelier.clone());
+            Box::pin(async move {
+                login(&client, &atelier)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }) as futures_util::future::BoxFuture<'static, Result<(), String>>
+        }
+    };
+    let storm_alone = closed_loop(4, sizes.login_duration, 100_000, login_sender()).await;
+    let chat_rate = 100.0;
+    let alone = open_loop(
+        chat_rate,
+        sizes.login_duration,
+        1_024,
+        sender(t, Path::V1Jwt, "mock/chat"),
+    )
+    .await;
+    let storm = tokio::spawn(closed_loop(8, sizes.login_duration, 100_000, login_sender()));
+    let during = open_loop(
+        chat_rate,
+        sizes.login_duration,
+        1_024,
+        sender(t, Path::V1Jwt, "mock/chat"),
+    )
+    .await;
+    let storm = storm.await?;
+    let (alone_p, during_p) = (
+        Percentiles::of(&alone.latencies),
+        Percentiles::of(&during.latencies),
+    );
+    Ok(Logins {
+        logins_per_second: storm_alone.rate(),
+        login_p99_ms: Percentiles::of(&storm_alone.latencies).p99_ms,
+        login_errors: storm_alone.errors + storm.errors,
+        chat_rate,
+        chat_alone: alone_p,
+        chat_during_storm: during_p,
+        chat_errors: alone.errors + during.errors,
+        p99_ratio: during_p.p99_ms / alone_p.p99_ms.max(1e-9),
+    })
+}
