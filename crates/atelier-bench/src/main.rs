@@ -5,6 +5,7 @@
 //! DuckDB file, drives load from this process over loopback, and writes the
 //! results. Every load loop is bounded in count and time.
 
+mod http1;
 mod load;
 mod procs;
 mod report;
@@ -37,6 +38,20 @@ struct Args {
     /// The build profile of the binaries, for the record.
     #[arg(long, default_value = "release")]
     profile: String,
+    /// More settings for atelier, `KEY=VALUE` (e.g. `ATELIER_VIDEO__TICK=1h`), to
+    /// measure their effect.
+    #[arg(long = "atelier-env", value_name = "KEY=VALUE", value_parser = key_value)]
+    atelier_env: Vec<(String, String)>,
+    /// Only these scenarios (comma-separated: latency, rates, streaming, logins,
+    /// throughput); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 /// Milliseconds between streamed tokens from the instant mock.
@@ -62,6 +77,56 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Some scenarios, for an experiment: their results go to standard output as
+/// JSON, and no results file is written.
+async fn run_only(args: &Args) -> Result<()> {
+    let sizes = if args.smoke { SMOKE } else { FULL };
+    let want = |name: &str| args.only.iter().any(|o| o == name);
+    let slow = want("throughput");
+    let (_mock, mock_url) = start_mock(&args.bin_dir, if slow { SLOW_MOCK_MS } else { 0 }, TOKEN_DELAY_MS)?;
+    let dir = workdir()?;
+    let (atelier, base, ready) = start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
+    tokio::time::sleep(sizes.settle).await;
+    let print = |name: &str, value: serde_json::Value| println!("{}", serde_json::json!({ name: value }));
+    print("ready_ms", serde_json::json!(ms(ready)));
+    print("idle_mib", serde_json::json!(atelier.rss_mib()));
+    let mut targets = Targets::new(&mock_url, &base)?;
+    targets.sign_in().await?;
+    if want("latency") {
+        print(
+            "latency",
+            serde_json::to_value(scenarios::latency_at_concurrency_one(&targets, &sizes).await?)?,
+        );
+    }
+    if want("rates") {
+        for &rate in sizes.rates {
+            let step = scenarios::at_rate(&targets, &atelier, rate, sizes.rate_duration).await?;
+            print("rate", serde_json::to_value(step)?);
+        }
+    }
+    if want("streaming") {
+        print(
+            "streaming",
+            serde_json::to_value(scenarios::streaming(&targets, &atelier, &sizes, TOKEN_DELAY_MS).await?)?,
+        );
+    }
+    if want("logins") {
+        print(
+            "logins",
+            serde_json::to_value(scenarios::logins(&targets, &sizes).await?)?,
+        );
+    }
+    if slow {
+        print(
+            "throughput",
+            serde_json::to_value(scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?)?,
+        );
+    }
+    atelier.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<PathBuf> {
     let sizes = if args.smoke { SMOKE } else { FULL };
     let (mock, mock_url) = start_mock(&args.bin_dir, 0, TOKEN_DELAY_MS)?;
@@ -69,9 +134,10 @@ async fn run(args: Args) -> Result<PathBuf> {
     let dir = workdir()?;
 
     eprintln!("start-up");
-    let (first, _, ready_fresh) = start_atelier(&args.bin_dir, &dir, &mock_url).await?;
+    let (first, _, ready_fresh) = start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
     first.stop()?;
-    let (atelier, base, ready_existing) = start_atelier(&args.bin_dir, &dir, &mock_url).await?;
+    let (atelier, base, ready_existing) =
+        start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
     tokio::time::sleep(sizes.settle).await;
     let idle_mib = atelier.rss_mib();
 
@@ -92,7 +158,7 @@ async fn run(args: Args) -> Result<PathBuf> {
     atelier.stop()?;
 
     eprintln!("throughput against a {SLOW_MOCK_MS} ms mock");
-    let (atelier, base, _) = start_atelier(&args.bin_dir, &dir, &slow_url).await?;
+    let (atelier, base, _) = start_atelier(&args.bin_dir, &dir, &slow_url, &args.atelier_env).await?;
     let mut targets = Targets::new(&slow_url, &base)?;
     targets.sign_in().await?;
     let throughput = scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?;
@@ -142,6 +208,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !args.only.is_empty() {
+        return match runtime.block_on(run_only(&args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(args)) {
         Ok(path) => {
             println!("{}", path.display());

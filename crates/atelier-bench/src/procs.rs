@@ -127,7 +127,12 @@ pub fn workdir() -> Result<PathBuf> {
 
 /// atelier on its embedded default (a DuckDB file in `dir`) against `upstream`.
 /// Returns the process, its base URL and how long it took to answer `/readyz`.
-pub async fn start_atelier(bin_dir: &Path, dir: &Path, upstream: &str) -> Result<(Proc, String, Duration)> {
+pub async fn start_atelier(
+    bin_dir: &Path,
+    dir: &Path,
+    upstream: &str,
+    extra_env: &[(String, String)],
+) -> Result<(Proc, String, Duration)> {
     let started = Instant::now();
     let mut cmd = Command::new(bin_dir.join("atelier"));
     cmd.arg("serve")
@@ -143,7 +148,8 @@ pub async fn start_atelier(bin_dir: &Path, dir: &Path, upstream: &str) -> Result
         // would only measure the limiter.
         .env("ATELIER_LIMITS__LOGIN", "1000000/1s")
         .env("OPENROUTER_BASE_URL", upstream)
-        .env("OPENROUTER_API_KEY", MOCK_KEY);
+        .env("OPENROUTER_API_KEY", MOCK_KEY)
+        .envs(extra_env.iter().map(|(k, v)| (k, v)));
     let (proc, base) = spawn_until(cmd, false, |line| {
         let start = line.find("listening on http://")? + "listening on ".len();
         Some(line[start..].split_whitespace().next()?.to_owned())

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::http1::{ConnPool, Prepared};
 use crate::load::{Outcome, closed_loop, open_loop};
 use crate::procs::{ADMIN_EMAIL, ADMIN_PASSWORD, MOCK_KEY, Proc};
 use crate::stats::{Comparison, Percentiles};
@@ -61,6 +62,8 @@ pub const SMOKE: Sizes = Sizes {
 #[derive(Clone)]
 pub struct Targets {
     pub client: reqwest::Client,
+    /// Whole chat answers go through these, one pool per [`Path`].
+    pools: Arc<Vec<ConnPool>>,
     /// The mock's API base, `http://…/api/v1`.
     pub mock: String,
     /// atelier's base URL.
@@ -80,6 +83,10 @@ pub enum Path {
     V1Key,
     /// `/ai/chat`: the studio's chat, which also stores the conversation.
     RestChat,
+}
+
+impl Path {
+    const ALL: [Path; 4] = [Path::Direct, Path::V1Jwt, Path::V1Key, Path::RestChat];
 }
 
 fn chat_body(model: &str, stream: bool, max_tokens: Option<u32>) -> Value {
@@ -103,6 +110,7 @@ impl Targets {
             .build()?;
         Ok(Targets {
             client,
+            pools: Arc::new(Vec::new()),
             mock: mock.to_owned(),
             atelier: atelier.to_owned(),
             jwt: String::new(),
@@ -124,32 +132,36 @@ impl Targets {
             .json()
             .await?;
         self.key = created["key"].as_str().unwrap_or_default().to_owned();
+        let body = chat_body("mock/chat", false, None).to_string();
+        let mut pools = Vec::new();
+        for path in Path::ALL {
+            let (url, token) = self.route(path);
+            pools.push(ConnPool::new(
+                Prepared::post_json(&url, token, &body).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        self.pools = Arc::new(pools);
         Ok(())
     }
 
-    fn request(&self, path: Path, body: &Value) -> reqwest::RequestBuilder {
-        let (url, token) = match path {
+    fn route(&self, path: Path) -> (String, &str) {
+        match path {
             Path::Direct => (format!("{}/chat/completions", self.mock), MOCK_KEY),
             Path::V1Jwt => (format!("{}/v1/chat/completions", self.atelier), self.jwt.as_str()),
             Path::V1Key => (format!("{}/v1/chat/completions", self.atelier), self.key.as_str()),
             Path::RestChat => (format!("{}/ai/chat", self.atelier), self.jwt.as_str()),
-        };
+        }
+    }
+
+    fn request(&self, path: Path, body: &Value) -> reqwest::RequestBuilder {
+        let (url, token) = self.route(path);
         self.client.post(url).bearer_auth(token).json(body)
     }
 
-    /// One whole chat answer, read to the end.
-    pub async fn chat(&self, path: Path, model: &str) -> Result<(), String> {
-        let response = self
-            .request(path, &chat_body(model, false, None))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
-        }
-        Ok(())
+    /// One whole `mock/chat` answer, read to the end.
+    pub async fn chat(&self, path: Path) -> Result<(), String> {
+        let pool = self.pools.get(path as usize).ok_or("not signed in")?;
+        pool.send().await
     }
 }
 
@@ -169,12 +181,11 @@ async fn login(client: &reqwest::Client, atelier: &str) -> Result<String> {
 fn sender(
     targets: &Targets,
     path: Path,
-    model: &'static str,
 ) -> impl Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
     let targets = targets.clone();
     move || {
         let targets = targets.clone();
-        Box::pin(async move { targets.chat(path, model).await })
+        Box::pin(async move { targets.chat(path).await })
     }
 }
 
@@ -199,7 +210,7 @@ pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Ve
     let warm = sizes.latency_requests.min(200);
     for _ in 0..warm {
         for path in [Path::Direct, Path::V1Jwt, Path::V1Key] {
-            t.chat(path, "mock/chat").await.map_err(anyhow::Error::msg)?;
+            t.chat(path).await.map_err(anyhow::Error::msg)?;
         }
     }
     let mut samples: [Vec<Duration>; 3] = Default::default();
@@ -207,7 +218,7 @@ pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Ve
     for _ in 0..sizes.latency_requests {
         for (i, path) in paths.iter().enumerate() {
             let t0 = Instant::now();
-            t.chat(*path, "mock/chat").await.map_err(anyhow::Error::msg)?;
+            t.chat(*path).await.map_err(anyhow::Error::msg)?;
             samples[i].push(t0.elapsed());
         }
     }
@@ -215,14 +226,10 @@ pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Ve
     let mut direct_for_rest = Vec::new();
     for _ in 0..sizes.rest_chat_requests {
         let t0 = Instant::now();
-        t.chat(Path::Direct, "mock/chat")
-            .await
-            .map_err(anyhow::Error::msg)?;
+        t.chat(Path::Direct).await.map_err(anyhow::Error::msg)?;
         direct_for_rest.push(t0.elapsed());
         let t0 = Instant::now();
-        t.chat(Path::RestChat, "mock/chat")
-            .await
-            .map_err(anyhow::Error::msg)?;
+        t.chat(Path::RestChat).await.map_err(anyhow::Error::msg)?;
         rest.push(t0.elapsed());
     }
     Ok(vec![
@@ -260,13 +267,13 @@ pub struct AtRate {
 /// Each rate straight to the mock, then through atelier (access token).
 pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration) -> Result<AtRate> {
     let direct = checked(
-        open_loop(rate, duration, 4_096, sender(t, Path::Direct, "mock/chat")).await,
+        open_loop(rate, duration, 4_096, sender(t, Path::Direct)).await,
         "direct",
     )?;
     let cpu_before = atelier.cpu_time();
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = sample_rss(atelier.pid(), Arc::clone(&peak));
-    let through = open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt, "mock/chat")).await;
+    let through = open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt)).await;
     sampler.abort();
     let cpu = atelier.cpu_time().saturating_sub(cpu_before);
     let served = (through.latencies.len() as u64 + through.errors).max(1);
@@ -510,21 +517,9 @@ pub async fn logins(t: &Targets, sizes: &Sizes) -> Result<Logins> {
     };
     let storm_alone = closed_loop(4, sizes.login_duration, 100_000, login_sender()).await;
     let chat_rate = 100.0;
-    let alone = open_loop(
-        chat_rate,
-        sizes.login_duration,
-        1_024,
-        sender(t, Path::V1Jwt, "mock/chat"),
-    )
-    .await;
+    let alone = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
     let storm = tokio::spawn(closed_loop(8, sizes.login_duration, 100_000, login_sender()));
-    let during = open_loop(
-        chat_rate,
-        sizes.login_duration,
-        1_024,
-        sender(t, Path::V1Jwt, "mock/chat"),
-    )
-    .await;
+    let during = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
     let storm = storm.await?;
     let (alone_p, during_p) = (
         Percentiles::of(&alone.latencies),

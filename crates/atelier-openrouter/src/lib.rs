@@ -74,6 +74,8 @@ impl Config {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// `chat/completions`, parsed once: the hot path.
+    chat_url: Arc<Url>,
     config: Arc<Config>,
 }
 
@@ -105,8 +107,10 @@ impl Client {
             .user_agent(concat!("atelier/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| UpstreamError::InvalidResponse(format!("cannot build the HTTP client: {e}")))?;
+        let chat_url = join(&config.base_url, "chat/completions")?;
         Ok(Client {
             http,
+            chat_url: Arc::new(chat_url),
             config: Arc::new(config),
         })
     }
@@ -120,9 +124,7 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> Result<Url> {
-        let base = self.config.base_url.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}/{path}"))
-            .map_err(|e| UpstreamError::InvalidResponse(format!("bad upstream URL: {e}")))
+        join(&self.config.base_url, path)
     }
 
     fn deadline(&self) -> Instant {
@@ -143,7 +145,7 @@ impl Client {
             stream: false,
             ..request.clone()
         };
-        let response = self.post(&self.url("chat/completions")?, &body, deadline).await?;
+        let response = self.post(&self.chat_url, &body, deadline).await?;
         read_json(response, deadline).await
     }
 
@@ -158,25 +160,25 @@ impl Client {
     }
 
     /// `POST chat/completions` with a body passed through as given (for the
-    /// OpenAI-compatible `/v1`): the answer comes back as JSON, unchanged.
-    pub async fn chat_json(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
+    /// OpenAI-compatible `/v1`; the caller sets `stream: false`). The answer's
+    /// bytes come back unchanged, once they are known not to be an error.
+    pub async fn chat_raw(&self, body: &serde_json::Value) -> Result<bytes::Bytes> {
         let deadline = self.deadline();
-        let mut body = body.clone();
-        body["stream"] = serde_json::Value::Bool(false);
-        let response = self.post(&self.url("chat/completions")?, &body, deadline).await?;
-        read_json(response, deadline).await
+        let response = self.post(&self.chat_url, body, deadline).await?;
+        let bytes = read_body(response, deadline).await?;
+        check_not_error(&bytes)?;
+        Ok(bytes)
     }
 
-    /// Like [`chat_json`](Self::chat_json), streaming; chunks keep their raw JSON.
+    /// Like [`chat_raw`](Self::chat_raw), streaming (the caller sets `stream:
+    /// true`); chunks keep their raw JSON.
     pub async fn chat_stream_json(&self, body: &serde_json::Value) -> Result<ChatStream> {
-        let mut body = body.clone();
-        body["stream"] = serde_json::Value::Bool(true);
-        self.open_stream(&body).await
+        self.open_stream(body).await
     }
 
     async fn open_stream<B: Serialize>(&self, body: &B) -> Result<ChatStream> {
         let deadline = self.deadline();
-        let response = self.post(&self.url("chat/completions")?, body, deadline).await?;
+        let response = self.post(&self.chat_url, body, deadline).await?;
         let is_sse = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -258,7 +260,10 @@ impl Client {
     // ---- plumbing ----
 
     async fn post<B: Serialize + ?Sized>(&self, url: &Url, body: &B, deadline: Instant) -> Result<Response> {
-        let body = serde_json::to_vec(body).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        // Bytes, so a retry's copy is a reference count.
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(body).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?,
+        );
         self.execute(
             || {
                 self.authorized(
@@ -384,17 +389,41 @@ async fn read_body(response: Response, deadline: Instant) -> Result<bytes::Bytes
 /// whatever the status said.
 async fn read_json<T: DeserializeOwned>(response: Response, deadline: Instant) -> Result<T> {
     let bytes = read_body(response, deadline).await?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    check_not_error(&bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+}
+
+/// The top-level fields that tell an error envelope from an answer; the rest of
+/// the body is skipped without being built.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    #[serde(default)]
+    choices: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    data: Option<serde::de::IgnoredAny>,
+}
+
+/// Fails for a body that is not JSON or is an error inside a 200. An error
+/// envelope has an error *object*; a failed video job has an `error` string
+/// beside its other fields, and is a valid answer.
+fn check_not_error(bytes: &[u8]) -> Result<()> {
+    let envelope: Envelope = serde_json::from_slice(bytes)
         .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
-    // An error envelope has an error *object*; a failed video job has an `error`
-    // string beside its other fields, and is a valid answer.
-    let is_error = value.get("error").is_some_and(serde_json::Value::is_object)
-        && value.get("choices").is_none()
-        && value.get("data").is_none();
-    if is_error {
-        return Err(error_from_body(&value, None, None));
+    match envelope.error {
+        Some(error) if error.is_object() && envelope.choices.is_none() && envelope.data.is_none() => Err(
+            error_from_body(&serde_json::json!({ "error": error }), None, None),
+        ),
+        _ => Ok(()),
     }
-    serde_json::from_value(value).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+}
+
+/// `base` + `/` + `path`.
+fn join(base: &Url, path: &str) -> Result<Url> {
+    let base = base.as_str().trim_end_matches('/');
+    Url::parse(&format!("{base}/{path}"))
+        .map_err(|e| UpstreamError::InvalidResponse(format!("bad upstream URL: {e}")))
 }
 
 async fn status_error(response: Response, deadline: Instant) -> UpstreamError {

@@ -99,10 +99,12 @@ pub struct App {
     background: Background,
 }
 
-/// Tasks that outlive a request, and the signal that stops them.
+/// Tasks that outlive a request, the signal that stops them, and the usage
+/// writer, closed after them (they record to the end).
 struct Background {
     tracker: TaskTracker,
     stop: CancellationToken,
+    usage: Option<UsageRecorder>,
 }
 
 impl App {
@@ -182,9 +184,10 @@ impl App {
 
         let admin = AdminService::new(Arc::clone(&store), audit.clone());
 
-        let background = Background {
+        let mut background = Background {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
+            usage: None,
         };
         let budgets = Arc::new(
             Budgets::load(
@@ -195,12 +198,7 @@ impl App {
             .await
             .map_err(|e| setup("budgets", e.into()))?,
         );
-        let usage = UsageRecorder::start(
-            Arc::clone(&store),
-            Arc::clone(&budgets),
-            &background.tracker,
-            background.stop.clone(),
-        );
+        let usage = UsageRecorder::start(Arc::clone(&store), Arc::clone(&budgets));
         let keys = Arc::new(
             ApiKeys::load(Arc::clone(&store), audit)
                 .await
@@ -247,6 +245,7 @@ impl App {
             usage.clone(),
             settings.video.clone(),
         );
+        background.usage = Some(usage.clone());
         let passthrough =
             Passthrough::new(client.clone(), routing.clone(), usage, background.tracker.clone());
         tracing::info!(
@@ -300,7 +299,7 @@ impl App {
     }
 
     /// Stops background work: streams finish their bookkeeping, the video worker
-    /// ends its current step, queued usage records are written.
+    /// ends its current step, then the remaining usage records are written.
     pub async fn shutdown(&self) {
         self.background.stop.cancel();
         self.background.tracker.close();
@@ -309,6 +308,9 @@ impl App {
             .is_err()
         {
             tracing::warn!("background tasks still running after {SHUTDOWN_GRACE:?}");
+        }
+        if let Some(usage) = &self.background.usage {
+            usage.close().await;
         }
     }
 

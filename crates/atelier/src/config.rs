@@ -349,7 +349,8 @@ pub struct AuthSettings {
     pub argon2_iterations: u32,
     /// Argon2id lanes (at least 1).
     pub argon2_parallelism: u32,
-    /// Password hashes computed at once; 0 means one per CPU core.
+    /// Password hashes computed at once; 0 means one per CPU core but one (at
+    /// least one), so logins never take every core.
     pub hash_concurrency: usize,
     /// Failed logins for one account before each further one is delayed.
     pub backoff_account_free_failures: u32,

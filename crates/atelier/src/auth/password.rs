@@ -1,16 +1,20 @@
-//! Argon2id password hashing, off the async workers and under a concurrency limit.
+//! Argon2id password hashing, off the async workers, at low priority, a few at a
+//! time.
 //!
 //! Hashing is deliberately expensive (tens of milliseconds, 19 MiB); run on the async
 //! workers it would stall every other request, and run without a limit a burst of
-//! logins would take all memory and cores. So each hash runs on the blocking pool
-//! after taking a permit from a semaphore sized to the cores.
+//! logins would take all memory and cores. So hashes run on a small pool of threads
+//! of their own (one per core but one, by default), scheduled as batch work at the
+//! lowest priority: while anything else wants a core, it gets it first, and a login
+//! storm cannot starve the requests being served (measured in bench/).
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use anyhow::Context as _;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, oneshot};
 
 /// The result of checking a password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +29,13 @@ pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Inner {
     argon2: Argon2<'static>,
     permits: Semaphore,
+    /// The hashing threads' queue; they end when it is dropped.
+    jobs: Mutex<mpsc::Sender<Job>>,
     /// A hash of a random password, verified against when the account does not exist,
     /// so that an unknown email costs exactly what a wrong password costs.
     dummy_hash: String,
@@ -47,8 +55,10 @@ impl PasswordHasher {
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_password: [u8; 32] = rand::random();
         let dummy_hash = hash_with(&argon2, &dummy_password)?;
+        // By default one core is left to everything else: a login storm must not
+        // starve the requests already being served (measured in bench/).
         let permits = if concurrency == 0 {
-            std::thread::available_parallelism().map_or(2, usize::from)
+            std::thread::available_parallelism().map_or(1, |n| usize::from(n).saturating_sub(1).max(1))
         } else {
             concurrency
         };
@@ -56,6 +66,7 @@ impl PasswordHasher {
             inner: Arc::new(Inner {
                 argon2,
                 permits: Semaphore::new(permits),
+                jobs: Mutex::new(start_pool(permits)?),
                 dummy_hash,
             }),
         })
@@ -99,9 +110,57 @@ impl PasswordHasher {
             .acquire()
             .await
             .context("password hasher closed")?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .context("password hashing task failed")?
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(f());
+        });
+        self.inner
+            .jobs
+            .lock()
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the password hashing threads have stopped"))?;
+        result.await.context("password hashing failed")?
+    }
+}
+
+/// Starts `threads` hashing threads at the lowest priority, fed by the returned queue.
+fn start_pool(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..threads {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name("atelier-hash".into())
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    let job = rx.lock().recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .context("cannot start a password hashing thread")?;
+    }
+    Ok(tx)
+}
+
+/// Batch scheduling at the lowest niceness, for the calling thread. Best effort:
+/// where it is refused, hashing still works, at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+        if let Err(e) =
+            set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, policy)
+        {
+            tracing::debug!(error = ?e, "cannot lower the priority of password hashing");
+        }
     }
 }
 
@@ -129,6 +188,29 @@ fn uses_params(hash: &PasswordHash<'_>, params: &Params) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The niceness of the thread that runs a hash (field 19 of its stat line).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_at_the_lowest_priority() {
+        let hasher = PasswordHasher::new(19_456, 2, 1, 1).expect("hasher");
+        let nice = hasher
+            .limited(|| {
+                let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+                let after_name = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest.to_owned())
+                    .unwrap_or_default();
+                Ok(after_name
+                    .split_whitespace()
+                    .nth(16)
+                    .unwrap_or_default()
+                    .parse::<i32>()?)
+            })
+            .await
+            .expect("ran");
+        assert_eq!(nice, 19);
+    }
 
     #[tokio::test]
     async fn hashes_verify_and_detect_old_parameters() {

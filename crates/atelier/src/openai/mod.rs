@@ -135,7 +135,10 @@ async fn chat_completions(
             .await
             .map_err(ApiError::from)?;
         drop(hold);
-        let mut response = Json(answer).into_response();
+        let mut response = Response::new(Body::from(answer));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         served_header(&mut response, &served);
         return Ok(response);
     }

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use atelier_openrouter::{Client, StreamEvent, UpstreamError, Usage};
 use atelier_store::{GenerationKind, GenerationRecord, GenerationStatus, Role, usd_to_nanos};
+use bytes::Bytes;
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -26,6 +28,15 @@ pub enum PassEvent {
     Chunk(String),
     /// The stream failed after it had started.
     Failed(GenerationError),
+}
+
+/// The parts of a whole answer the usage record needs.
+#[derive(Debug, Default, Deserialize)]
+struct Answered {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<Usage>,
 }
 
 #[derive(Clone)]
@@ -116,31 +127,38 @@ impl Passthrough {
         result
     }
 
-    /// A whole answer: the upstream's JSON and the model that served it.
+    /// A whole answer: the upstream's bytes, unchanged, and the model that
+    /// served it.
     pub async fn chat(
         &self,
         user_id: Uuid,
         role: Role,
-        body: Value,
-    ) -> Result<(Value, String), GenerationError> {
+        mut body: Value,
+    ) -> Result<(Bytes, String), GenerationError> {
         let call = Self::call(user_id, &body)?;
+        body["stream"] = Value::Bool(false);
         let client = &self.client;
         let (answer, tried) = self
             .routed(
                 &call,
                 role,
                 &body,
-                |body| async move { client.chat_json(&body).await },
+                |body| async move { client.chat_raw(&body).await },
             )
             .await?;
-        let served = answer["model"]
-            .as_str()
-            .filter(|m| !m.is_empty())
-            .map_or(tried, str::to_owned);
-        let usage: Option<Usage> = serde_json::from_value(answer["usage"].clone()).ok();
+        // Only what the usage record needs is read; the rest is skipped unbuilt.
+        let summary: Answered = serde_json::from_slice(&answer).unwrap_or_default();
+        let served = summary.model.filter(|m| !m.is_empty()).unwrap_or(tried);
         let status = GenerationStatus::Succeeded;
-        self.record(&call, status, Some(served.clone()), usage.as_ref(), 0, None)
-            .await;
+        self.record(
+            &call,
+            status,
+            Some(served.clone()),
+            summary.usage.as_ref(),
+            0,
+            None,
+        )
+        .await;
         Ok((answer, served))
     }
 
@@ -154,6 +172,8 @@ impl Passthrough {
         hold: H,
     ) -> Result<(String, mpsc::Receiver<PassEvent>), GenerationError> {
         let call = Self::call(user_id, &body)?;
+        let mut body = body;
+        body["stream"] = Value::Bool(true);
         let client = &self.client;
         let (mut upstream, served) = self
             .routed(&call, role, &body, |body| async move {

@@ -1,109 +1,125 @@
 //! The usage record of every generation, written in batches.
 //!
-//! Recording must cost the request nothing measurable, so records go into a bounded
-//! queue and one background task writes them in batches (one appender commit for
-//! hundreds of rows). A full queue makes callers wait rather than drop records:
+//! Recording must cost the request nothing measurable: a record is pushed onto a
+//! shared list under a short lock, with no task to wake, and one background task
+//! writes the list every 200 ms (or as soon as it holds a full batch) with one
+//! appender commit. When the list is full callers wait rather than drop records:
 //! usage is billing data. Readers that must see their own writes (the history)
-//! call [`UsageRecorder::flush`] first.
+//! call [`UsageRecorder::flush`] first; shutdown calls [`UsageRecorder::close`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_store::{GenerationRecord, Store};
-use tokio::sync::{mpsc, oneshot};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::budgets::Budgets;
 
+/// Records held before callers wait.
 const QUEUE: usize = 10_000;
+/// Records that make the writer start at once.
 const BATCH: usize = 500;
 const INTERVAL: Duration = Duration::from_millis(200);
 
-enum Command {
-    Record(Box<GenerationRecord>),
-    Flush(oneshot::Sender<()>),
+struct Shared {
+    store: Arc<dyn Store>,
+    pending: Mutex<Vec<GenerationRecord>>,
+    /// Wakes the writer early: a batch is full.
+    full: Notify,
+    /// Wakes callers waiting for room.
+    room: Notify,
+    /// One write at a time, so records reach the store in order.
+    writing: tokio::sync::Mutex<()>,
+    closed: CancellationToken,
 }
 
 #[derive(Clone)]
 pub struct UsageRecorder {
-    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
     /// Spend counts against budgets as soon as it is known, before it is written.
     budgets: Arc<Budgets>,
 }
 
 impl UsageRecorder {
-    /// Starts the writer on `tracker`; it drains the queue and stops on `stop`.
-    pub fn start(
-        store: Arc<dyn Store>,
-        budgets: Arc<Budgets>,
-        tracker: &TaskTracker,
-        stop: CancellationToken,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tracker.spawn(write_loop(store, rx, stop));
-        UsageRecorder { tx, budgets }
+    /// Starts the writer task; it runs until [`close`](Self::close).
+    pub fn start(store: Arc<dyn Store>, budgets: Arc<Budgets>) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            pending: Mutex::new(Vec::with_capacity(BATCH)),
+            full: Notify::new(),
+            room: Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
+            closed: CancellationToken::new(),
+        });
+        tokio::spawn(write_loop(Arc::clone(&shared)));
+        UsageRecorder { shared, budgets }
     }
 
     pub async fn record(&self, record: GenerationRecord) {
         self.budgets.spend(record.user_id, record.cost_nanousd);
-        if self.tx.send(Command::Record(Box::new(record))).await.is_err() {
-            tracing::error!("usage writer has stopped; a usage record was lost");
+        let mut record = Some(record);
+        loop {
+            // Registered before the check, so a write in between is not missed.
+            let room = self.shared.room.notified();
+            {
+                let mut pending = self.shared.pending.lock();
+                if pending.len() < QUEUE {
+                    pending.extend(record.take());
+                    if pending.len() == BATCH {
+                        self.shared.full.notify_one();
+                    }
+                    return;
+                }
+            }
+            self.shared.full.notify_one();
+            room.await;
         }
     }
 
     /// Returns once everything recorded so far is in the store.
     pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Command::Flush(done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        self.shared.write().await;
+    }
+
+    /// Writes what is left and stops the writer (at shutdown, after every task
+    /// that records has ended).
+    pub async fn close(&self) {
+        self.shared.closed.cancel();
+        self.shared.write().await;
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
-    let mut batch: Vec<GenerationRecord> = Vec::new();
+async fn write_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            command = rx.recv() => match command {
-                Some(Command::Record(record)) => {
-                    batch.push(*record);
-                    if batch.len() >= BATCH {
-                        write(store.as_ref(), &mut batch).await;
-                    }
-                }
-                Some(Command::Flush(done)) => {
-                    write(store.as_ref(), &mut batch).await;
-                    let _ = done.send(());
-                }
-                None => break,
-            },
-            _ = tick.tick() => write(store.as_ref(), &mut batch).await,
-            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+            () = shared.full.notified() => {}
+            () = shared.closed.cancelled() => return,
         }
+        shared.write().await;
     }
-    // Shutting down: take what is still queued.
-    rx.close();
-    while let Some(command) = rx.recv().await {
-        match command {
-            Command::Record(record) => batch.push(*record),
-            Command::Flush(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-    write(store.as_ref(), &mut batch).await;
 }
 
-async fn write(store: &dyn Store, batch: &mut Vec<GenerationRecord>) {
-    if batch.is_empty() {
-        return;
-    }
-    let records = std::mem::take(batch);
-    if let Err(e) = store.record_generations(&records).await {
-        // Kept for the next attempt rather than lost.
-        tracing::error!(error = %e, count = records.len(), "cannot write usage records; will retry");
-        *batch = records;
+impl Shared {
+    async fn write(&self) {
+        let _writing = self.writing.lock().await;
+        let records = std::mem::take(&mut *self.pending.lock());
+        if records.is_empty() {
+            return;
+        }
+        match self.store.record_generations(&records).await {
+            Ok(()) => self.room.notify_waiters(),
+            Err(e) => {
+                // Kept, ahead of newer ones, for the next attempt rather than lost.
+                tracing::error!(error = %e, count = records.len(), "cannot write usage records; will retry");
+                let mut pending = self.pending.lock();
+                let newer = std::mem::replace(&mut *pending, records);
+                pending.extend(newer);
+            }
+        }
     }
 }
