@@ -31,17 +31,17 @@ pub struct Sizes {
 }
 
 pub const FULL: Sizes = Sizes {
-    latency_requests: 5_000,
+    latency_requests: 10_000,
     rest_chat_requests: 1_000,
     rates: &[500.0, 1_000.0, 2_000.0],
     rate_duration: Duration::from_secs(5),
     throughput_rates: &[
-        1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 7_000.0, 8_000.0, 10_000.0,
+        1_000.0, 2_000.0, 2_500.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 8_000.0, 10_000.0,
     ],
     throughput_duration: Duration::from_secs(5),
     stream_samples: 100,
     concurrent_streams: 2_000,
-    login_duration: Duration::from_secs(5),
+    login_duration: Duration::from_secs(10),
     settle: Duration::from_secs(3),
 };
 
@@ -516,7 +516,8 @@ pub async fn logins(t: &Targets, sizes: &Sizes) -> Result<Logins> {
         }
     };
     let storm_alone = closed_loop(4, sizes.login_duration, 100_000, login_sender()).await;
-    let chat_rate = 100.0;
+    // Enough samples for a p99 that is not one outlier: 2,000 per run.
+    let chat_rate = 200.0;
     let alone = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
     let storm = tokio::spawn(closed_loop(8, sizes.login_duration, 100_000, login_sender()));
     let during = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
