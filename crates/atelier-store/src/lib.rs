@@ -4,12 +4,14 @@
 //! SQL. Each method is one transaction: where a service needs several writes to be
 //! atomic (rotating a token, demoting an admin), the trait has one method for the
 //! whole operation, so every backend enforces the same invariants. Backends live in
-//! their own crates (`atelier-store-duckdb`, later `atelier-store-postgres`) and all
+//! their own crates (`atelier-store-duckdb`, `atelier-store-postgres`) and all
 //! run the [`conformance`] suite.
 
+mod changes;
 mod error;
 mod generation;
 mod model;
+pub mod tables;
 mod url;
 
 #[cfg(feature = "conformance")]
@@ -19,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use changes::{Change, ChangeFeed};
 pub use error::{StoreError, StoreResult};
 pub use generation::*;
 pub use model::*;
@@ -236,4 +239,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cost and number of usage records per user since `since`.
     async fn spend_since(&self, since: DateTime<Utc>) -> StoreResult<Vec<Spend>>;
+
+    // ---- other instances ----
+
+    /// Changes committed by any instance sharing this database, for the caller to
+    /// apply to its in-memory state; `None` where no other instance can exist
+    /// (DuckDB: one process per file). Each call starts a new feed.
+    async fn changes(&self) -> StoreResult<Option<ChangeFeed>> {
+        Ok(None)
+    }
 }
