@@ -8,6 +8,7 @@
 //! worker.
 
 mod conn;
+mod export;
 mod gateway;
 mod jobs;
 mod migrate;

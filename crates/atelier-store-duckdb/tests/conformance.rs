@@ -33,3 +33,13 @@ async fn a_file_open_in_this_process_cannot_be_opened_again() {
         .await
         .expect("open again once the first is closed");
 }
+
+/// `atelier db copy` moves the tables described in `atelier_store::tables`.
+#[tokio::test]
+async fn the_table_descriptions_match_the_schema() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (store, _) = DuckDbStore::open(dir.path().join("tables.duckdb"))
+        .await
+        .expect("open");
+    atelier_store::conformance::tables_are_described(&store).await;
+}

@@ -4,8 +4,8 @@
 
 use atelier_store::{Change, ChangeFeed, StoreResult};
 use sqlx::PgConnection;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
 use crate::sql;

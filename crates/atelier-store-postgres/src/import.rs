@@ -1,8 +1,9 @@
 //! Loading whole tables into PostgreSQL in one transaction, for `atelier db copy`:
 //! a copy that fails half-way leaves the target as it was.
 
+use async_trait::async_trait;
 use atelier_store::StoreResult;
-use atelier_store::tables::{Cell, ColumnType, Row, TABLES, Table};
+use atelier_store::tables::{Cell, ColumnType, Introspect, Row, TABLES, Table};
 use chrono::{DateTime, Utc};
 use sqlx::query_builder::Separated;
 use sqlx::{Postgres, QueryBuilder, Transaction};
@@ -21,9 +22,11 @@ impl PgStore {
             tx: self.begin().await?,
         })
     }
+}
 
-    /// The names of the tables in the database, but `schema_migrations`.
-    pub async fn table_names(&self) -> StoreResult<Vec<String>> {
+#[async_trait]
+impl Introspect for PgStore {
+    async fn table_names(&self) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT table_name::text FROM information_schema.tables \
              WHERE table_schema = current_schema() AND table_name <> 'schema_migrations' ORDER BY 1",
@@ -33,8 +36,7 @@ impl PgStore {
         .map_err(sql::err)
     }
 
-    /// The column names of one table, in order.
-    pub async fn column_names(&self, table: &str) -> StoreResult<Vec<String>> {
+    async fn column_names(&self, table: &'static str) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(
             "SELECT column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
@@ -70,8 +72,11 @@ impl Import {
         // Stay far below PostgreSQL's 65,535 parameters per statement.
         let per_statement = (30_000 / table.columns.len().max(1)).max(1);
         for chunk in rows.chunks(per_statement) {
-            let mut insert =
-                QueryBuilder::<Postgres>::new(format!("INSERT INTO {} ({}) ", table.name, table.column_list()));
+            let mut insert = QueryBuilder::<Postgres>::new(format!(
+                "INSERT INTO {} ({}) ",
+                table.name,
+                table.column_list()
+            ));
             insert.push_values(chunk, |mut values, row| {
                 for ((_, kind), cell) in table.columns.iter().zip(row) {
                     bind(&mut values, *kind, cell);

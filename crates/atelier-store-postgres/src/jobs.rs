@@ -103,7 +103,11 @@ pub(crate) async fn by_id(conn: impl PgExecutor<'_>, id: Uuid) -> StoreResult<Op
         .transpose()
 }
 
-pub(crate) async fn of_user(conn: impl PgExecutor<'_>, user_id: Uuid, limit: u32) -> StoreResult<Vec<VideoJob>> {
+pub(crate) async fn of_user(
+    conn: impl PgExecutor<'_>,
+    user_id: Uuid,
+    limit: u32,
+) -> StoreResult<Vec<VideoJob>> {
     let rows = sqlx::query_as::<_, JobRow>(&format!(
         "SELECT {JOB_COLUMNS} FROM video_jobs WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
     ))

@@ -17,8 +17,7 @@ pub(crate) fn err(e: sqlx::Error) -> StoreError {
 
 /// Whether the error is a violation of a unique constraint (SQLSTATE 23505).
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
 }
 
 pub(crate) fn count(n: i64) -> u64 {

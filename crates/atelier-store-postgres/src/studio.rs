@@ -98,7 +98,10 @@ struct MessageRow {
     created_at: DateTime<Utc>,
 }
 
-pub(crate) async fn messages(conn: impl PgExecutor<'_>, conversation_id: Uuid) -> StoreResult<Vec<ChatMessage>> {
+pub(crate) async fn messages(
+    conn: impl PgExecutor<'_>,
+    conversation_id: Uuid,
+) -> StoreResult<Vec<ChatMessage>> {
     let rows = sqlx::query_as::<_, MessageRow>(
         "SELECT id, conversation_id, role, content, status, model, error, created_at \
          FROM messages WHERE conversation_id = $1 ORDER BY created_at, id",
@@ -288,7 +291,10 @@ const GENERATIONS_PER_STATEMENT: usize = 1_000;
 
 /// One multi-row INSERT per thousand records, all in the caller's transaction.
 /// `ON CONFLICT DO NOTHING`: a batch retried after a lost reply is not counted twice.
-pub(crate) async fn record_generations(tx: &mut PgConnection, records: &[GenerationRecord]) -> StoreResult<()> {
+pub(crate) async fn record_generations(
+    tx: &mut PgConnection,
+    records: &[GenerationRecord],
+) -> StoreResult<()> {
     for chunk in records.chunks(GENERATIONS_PER_STATEMENT) {
         let mut insert = QueryBuilder::<Postgres>::new(
             "INSERT INTO generations (id, user_id, kind, model_requested, model_served, status, prompt_tokens, \
@@ -359,7 +365,7 @@ impl GenerationRow {
             summary: self.summary,
             conversation_id: self.conversation_id,
             media_ids: sql::split_list(&self.media_ids)
-                .map(|id| sql::parse(id))
+                .map(sql::parse)
                 .collect::<StoreResult<_>>()?,
             created_at: self.created_at,
         })

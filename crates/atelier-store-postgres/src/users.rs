@@ -74,7 +74,10 @@ struct CredentialsRow {
     password_hash: String,
 }
 
-pub(crate) async fn credentials(conn: impl PgExecutor<'_>, lookup: Lookup<'_>) -> StoreResult<Option<Credentials>> {
+pub(crate) async fn credentials(
+    conn: impl PgExecutor<'_>,
+    lookup: Lookup<'_>,
+) -> StoreResult<Option<Credentials>> {
     let select = format!("SELECT {USER_COLUMNS}, password_hash FROM users");
     let row = match lookup {
         Lookup::Email(email) => {
@@ -108,7 +111,8 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &UserQuery) -> StoreRes
         .as_deref()
         .filter(|n| !n.is_empty())
         .map(|n| format!("%{}%", sql::like_literal(&n.to_lowercase())));
-    const FILTER: &str = r"($1::text IS NULL OR role = $1) AND ($2::text IS NULL OR email LIKE $2 ESCAPE '\')";
+    const FILTER: &str =
+        r"($1::text IS NULL OR role = $1) AND ($2::text IS NULL OR email LIKE $2 ESCAPE '\')";
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {FILTER}"))
         .bind(role)
         .bind(&needle)
@@ -179,7 +183,11 @@ pub(crate) async fn set_password_hash(tx: &mut PgConnection, id: Uuid, hash: &st
 }
 
 /// Access tokens issued before `now` stop being accepted.
-pub(crate) async fn move_valid_after(tx: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> StoreResult<User> {
+pub(crate) async fn move_valid_after(
+    tx: &mut PgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<User> {
     sqlx::query_as::<_, UserRow>(&format!(
         "UPDATE users SET tokens_valid_after = $1, updated_at = $1 WHERE id = $2 RETURNING {USER_COLUMNS}"
     ))
@@ -204,16 +212,23 @@ async fn lock_admins(tx: &mut PgConnection) -> StoreResult<usize> {
 
 /// The user, locked for the rest of the transaction.
 async fn lock_user(tx: &mut PgConnection, id: Uuid) -> StoreResult<User> {
-    sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(sql::err)?
-        .ok_or(StoreError::NotFound)?
-        .into_user()
+    sqlx::query_as::<_, UserRow>(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(sql::err)?
+    .ok_or(StoreError::NotFound)?
+    .into_user()
 }
 
-pub(crate) async fn set_role(tx: &mut PgConnection, id: Uuid, role: Role, now: DateTime<Utc>) -> StoreResult<User> {
+pub(crate) async fn set_role(
+    tx: &mut PgConnection,
+    id: Uuid,
+    role: Role,
+    now: DateTime<Utc>,
+) -> StoreResult<User> {
     let admins = lock_admins(tx).await?;
     let current = lock_user(tx, id).await?;
     if current.role == role {

@@ -1361,3 +1361,20 @@ pub async fn budget_overrides_and_spend(store: Arc<dyn Store>) {
         }]
     );
 }
+
+/// `atelier db copy` moves the tables of [`tables::TABLES`](crate::tables::TABLES); a
+/// backend's schema must be exactly those, column for column.
+pub async fn tables_are_described(store: &dyn crate::tables::Introspect) {
+    let mut described: Vec<&str> = crate::tables::TABLES.iter().map(|t| t.name).collect();
+    described.sort_unstable();
+    assert_eq!(store.table_names().await.unwrap(), described);
+    for table in crate::tables::TABLES {
+        let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            store.column_names(table.name).await.unwrap(),
+            columns,
+            "{}",
+            table.name
+        );
+    }
+}

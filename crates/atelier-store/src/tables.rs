@@ -3,8 +3,21 @@
 //! column names; the types say how a value crosses (DuckDB keeps ids as text,
 //! PostgreSQL as `uuid`, and so on).
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::StoreResult;
+
+/// What a backend's schema actually holds, to check it against [`TABLES`].
+#[async_trait]
+pub trait Introspect {
+    /// The tables, sorted, but `schema_migrations`.
+    async fn table_names(&self) -> StoreResult<Vec<String>>;
+
+    /// One table's columns, in order.
+    async fn column_names(&self, table: &'static str) -> StoreResult<Vec<String>>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {

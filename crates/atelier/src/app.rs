@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use atelier_store::{DatabaseUrl, MigrationReport, Role, Store};
 use atelier_store_duckdb::DuckDbStore;
+use atelier_store_postgres::{PgStore, PoolSettings};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -153,8 +154,13 @@ impl App {
             max_delay: a.backoff_max_delay,
         });
         let audit = Audit::new(Arc::clone(&store));
-        let objects = media_objects(&settings.media.dir)?;
-        let media = MediaLibrary::new(objects, Arc::clone(&store), settings.media.max_upload_bytes);
+        let (objects, media_location) = media_objects(&settings.media)?;
+        let media = MediaLibrary::new(
+            objects,
+            Arc::clone(&store),
+            settings.media.max_upload_bytes,
+            usize::try_from(settings.media.part_size_bytes).unwrap_or(usize::MAX),
+        );
         let accounts = Accounts::new(
             Arc::clone(&store),
             hasher,
@@ -262,7 +268,7 @@ impl App {
             } else {
                 " (no API key: generation answers 503 until one is set)"
             },
-            settings.media.dir,
+            media_location,
             match catalog.allowed().len() {
                 0 => "all".to_owned(),
                 n => n.to_string(),
@@ -290,12 +296,23 @@ impl App {
         })))
     }
 
-    /// Starts the workers that only a serving process runs (the video poller).
-    pub fn start_workers(&self) {
-        self.videos
-            .start_worker(&self.background.tracker, self.background.stop.clone());
-        self.keys
-            .start_flusher(&self.background.tracker, self.background.stop.clone());
+    /// Starts the workers that only a serving process runs: the video poller, the
+    /// key-use flusher and, on a shared database, the follower of other instances'
+    /// changes.
+    pub async fn start_workers(state: &AppState) -> std::io::Result<()> {
+        let (tracker, stop) = (&state.background.tracker, &state.background.stop);
+        state.videos.start_worker(tracker, stop.clone());
+        state.keys.start_flusher(tracker, stop.clone());
+        match crate::cluster::follow(state.clone(), tracker, stop.clone()).await {
+            Ok(true) => tracing::info!("cluster: following other instances' changes"),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "cannot follow other instances' changes: {e:#}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Stops background work: streams finish their bookkeeping, the video worker
@@ -355,14 +372,56 @@ fn upstream_client(settings: &config::UpstreamSettings) -> Result<atelier_openro
 }
 
 /// The media object store: a local folder, or memory for `memory:`.
-fn media_objects(dir: &str) -> Result<Arc<dyn object_store::ObjectStore>, StartupError> {
+/// Where media bytes live: an S3-compatible bucket when one is configured, else a
+/// folder (or memory). Returns the store and a description for the start-up log.
+pub fn media_objects(
+    settings: &config::MediaSettings,
+) -> Result<(Arc<dyn object_store::ObjectStore>, String), StartupError> {
+    let s3 = &settings.s3;
+    if let Some(bucket) = &s3.bucket {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(&s3.region);
+        if let Some(endpoint) = &s3.endpoint {
+            // Self-hosted services answer on paths (`/bucket/key`), often over
+            // plain HTTP on a private network.
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret.expose());
+        }
+        let bucket_store = builder.build().map_err(|e| setup("the media bucket", e.into()))?;
+        let location = format!(
+            "s3://{bucket}/{}{}",
+            s3.prefix,
+            s3.endpoint
+                .as_deref()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default()
+        );
+        let objects: Arc<dyn object_store::ObjectStore> = if s3.prefix.is_empty() {
+            Arc::new(bucket_store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                bucket_store,
+                s3.prefix.as_str(),
+            ))
+        };
+        return Ok((objects, location));
+    }
+    let dir = &settings.dir;
     if dir == "memory:" {
-        return Ok(Arc::new(object_store::memory::InMemory::new()));
+        return Ok((Arc::new(object_store::memory::InMemory::new()), "memory".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| setup("the media folder", anyhow::anyhow!("{dir}: {e}")))?;
     let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
         .map_err(|e| setup("the media folder", anyhow::anyhow!("{dir}: {e}")))?;
-    Ok(Arc::new(local))
+    Ok((Arc::new(local), dir.clone()))
 }
 
 /// Role defaults for budgets, from the settings.
@@ -409,7 +468,10 @@ pub async fn open_store(url: &DatabaseUrl) -> Result<(Arc<dyn Store>, MigrationR
             let (store, report) = DuckDbStore::open(path).await?;
             Ok((Arc::new(store), report))
         }
-        DatabaseUrl::Postgres(_) => Err(StartupError::UnsupportedBackend("postgres://")),
+        DatabaseUrl::Postgres(url) => {
+            let (store, report) = PgStore::connect(url, PoolSettings::default()).await?;
+            Ok((Arc::new(store), report))
+        }
     }
 }
 
@@ -477,7 +539,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    state.start_workers();
+    App::start_workers(&state).await?;
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use atelier_store::{Role, User, UserQuery};
+use atelier_store::{DatabaseUrl, Role, User, UserQuery};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
@@ -53,6 +53,31 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "apikey")]
     ApiKey(ApiKeyCommand),
+    /// Move between databases.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Copy every table of an embedded DuckDB deployment into an empty PostgreSQL
+    /// database, then check the row counts. Stop the server using the file first.
+    Copy {
+        /// The DuckDB file: `duckdb://PATH`.
+        #[arg(long, value_parser = parse_database_url)]
+        from: DatabaseUrl,
+        /// The PostgreSQL database: `postgres://user:password@host:port/database`.
+        #[arg(long, value_parser = parse_database_url)]
+        to: DatabaseUrl,
+        /// Empty a target that has rows before copying (in the same transaction).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+    s.parse()
+        .map_err(|e: atelier_store::DatabaseUrlError| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +238,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = api_key_command(&state, cmd).await;
             state.store.close().await?;
             result
+        }
+        Command::Db(DbCommand::Copy { from, to, replace }) => {
+            let report = crate::dbcopy::copy(&from, &to, replace).await?;
+            print!("{report}");
+            println!("copied {from} to {to}");
+            Ok(())
         }
         Command::Tokens(TokensCommand::Purge) => {
             let state = App::build(settings).await?;

@@ -262,9 +262,15 @@ pub enum ImageEndpoint {
 #[serde(deny_unknown_fields, default)]
 pub struct MediaSettings {
     /// Folder for media (also `ATELIER_MEDIA_DIR`); `memory:` keeps it in memory.
+    /// Not used when `s3.bucket` is set.
     pub dir: String,
     /// Largest accepted image upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Media larger than this is written in parts of this size (S3 multipart), so
+    /// that memory stays bounded whatever the size of a video.
+    pub part_size_bytes: u64,
+    /// S3-compatible object storage, shared by every instance.
+    pub s3: S3Settings,
 }
 
 impl Default for MediaSettings {
@@ -272,6 +278,37 @@ impl Default for MediaSettings {
         MediaSettings {
             dir: "./data/media".into(),
             max_upload_bytes: 10 * 1024 * 1024,
+            part_size_bytes: 10 * 1024 * 1024,
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+/// An S3-compatible bucket for media (AWS, MinIO, Garage, Ceph…).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// The bucket; setting it moves media from `dir` to the bucket.
+    pub bucket: Option<String>,
+    /// The service's URL, e.g. `http://127.0.0.1:9000`; unset means AWS itself.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Credentials; unset means the usual AWS sources (environment, instance role).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// Prefix of every key in the bucket, e.g. `atelier/`.
+    pub prefix: String,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: String::new(),
         }
     }
 }
@@ -612,6 +649,15 @@ impl Settings {
         if a.access_token_ttl < Duration::from_secs(1) {
             return invalid("auth.access_token_ttl must be at least 1s".into());
         }
+        if self.media.part_size_bytes < 5 * 1024 * 1024 {
+            return invalid("media.part_size_bytes must be at least 5 MiB (S3's smallest part)".into());
+        }
+        if self.media.s3.bucket.as_ref().is_some_and(|b| b.trim().is_empty()) {
+            return invalid("media.s3.bucket is empty; remove it to keep media in media.dir".into());
+        }
+        if self.media.s3.access_key_id.is_some() != self.media.s3.secret_access_key.is_some() {
+            return invalid("media.s3.access_key_id and secret_access_key must be set together".into());
+        }
         if a.refresh_idle_ttl > a.refresh_absolute_ttl {
             return invalid("auth.refresh_idle_ttl cannot exceed auth.refresh_absolute_ttl".into());
         }
@@ -772,6 +818,10 @@ mod tests {
                 "redis_url",
                 "api_key",
                 "referer",
+                "bucket",
+                "endpoint",
+                "access_key_id",
+                "secret_access_key",
             ]
             .map(String::from),
         );

@@ -339,8 +339,8 @@ pub enum StartupError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] atelier_store_duckdb::OpenError),
-    #[error("{0} is not supported by this build yet; use duckdb://PATH")]
-    UnsupportedBackend(&'static str),
+    #[error(transparent)]
+    Postgres(#[from] atelier_store_postgres::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

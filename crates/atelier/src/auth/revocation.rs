@@ -50,6 +50,12 @@ impl Revocations {
         }
     }
 
+    /// Replaces every user's entry: users missing from `states` are forgotten.
+    pub fn replace_all(&self, states: impl IntoIterator<Item = AuthState>) {
+        let fresh = states.into_iter().map(|s| (s.user_id, entry(&s))).collect();
+        *self.users.write() = fresh;
+    }
+
     pub fn known_users(&self) -> usize {
         self.users.read().len()
     }

@@ -413,6 +413,28 @@ impl Accounts {
         Ok(())
     }
 
+    // ---- changes made by other instances ----
+
+    /// Reloads one user's access-token state from the store (gone: forgotten).
+    pub async fn reload_user(&self, id: Uuid) -> std::result::Result<(), StoreError> {
+        match self.store.user_by_id(id).await? {
+            Some(user) => self.revocations.upsert(&AuthState::from(&user)),
+            None => self.revocations.remove_user(id),
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole access-token state with the store's.
+    pub async fn reload_users(&self) -> std::result::Result<(), StoreError> {
+        self.revocations.replace_all(self.store.auth_states().await?);
+        Ok(())
+    }
+
+    /// A session another instance ended (logout, reuse detected).
+    pub fn session_ended(&self, family_id: Uuid) {
+        self.end_session(family_id);
+    }
+
     fn end_session(&self, family_id: Uuid) {
         let ttl_ms = i64::try_from(self.tokens.ttl().as_millis()).unwrap_or(i64::MAX);
         // Plus the largest leeway a verifier may grant.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use atelier_store::{BudgetOverride, Role, Store, StoreError, nanos_to_usd, usd_to_nanos};
+use atelier_store::{BudgetOverride, Role, Spend, Store, StoreError, nanos_to_usd, usd_to_nanos};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use parking_lot::Mutex;
 use uuid::Uuid;
@@ -116,6 +116,38 @@ impl Drop for Reservation {
     }
 }
 
+/// This month's and today's spend per user, as stored.
+async fn stored_spend(store: &dyn Store, now: DateTime<Utc>) -> Result<(Vec<Spend>, Vec<Spend>), StoreError> {
+    Ok((
+        store.spend_since(month_start(now)).await?,
+        store.spend_since(day_start(now)).await?,
+    ))
+}
+
+fn fold_stored(ledgers: &mut HashMap<Uuid, Ledger>, month: &[Spend], day: &[Spend], now: DateTime<Utc>) {
+    for spend in month {
+        let ledger = ledgers.entry(spend.user_id).or_default();
+        ledger.roll(now);
+        ledger.month_nanousd = ledger.month_nanousd.max(spend.cost_nanousd);
+        ledger.month_requests = ledger.month_requests.max(spend.requests);
+    }
+    for spend in day {
+        let ledger = ledgers.entry(spend.user_id).or_default();
+        ledger.roll(now);
+        ledger.day_nanousd = ledger.day_nanousd.max(spend.cost_nanousd);
+        ledger.day_requests = ledger.day_requests.max(spend.requests);
+    }
+}
+
+async fn stored_overrides(store: &dyn Store) -> Result<HashMap<Uuid, BudgetOverride>, StoreError> {
+    Ok(store
+        .budget_overrides()
+        .await?
+        .into_iter()
+        .map(|o| (o.user_id, o))
+        .collect())
+}
+
 fn next_day(now: DateTime<Utc>) -> DateTime<Utc> {
     let tomorrow = now.date_naive().succ_opt().unwrap_or(now.date_naive());
     Utc.from_utc_datetime(&tomorrow.and_hms_opt(0, 0, 0).unwrap_or_default())
@@ -148,25 +180,10 @@ impl Budgets {
         defaults: HashMap<Role, Caps>,
     ) -> Result<Self, StoreError> {
         let now = Utc::now();
-        let overrides = store
-            .budget_overrides()
-            .await?
-            .into_iter()
-            .map(|o| (o.user_id, o))
-            .collect();
+        let overrides = stored_overrides(store.as_ref()).await?;
         let mut ledgers: HashMap<Uuid, Ledger> = HashMap::new();
-        for spend in store.spend_since(month_start(now)).await? {
-            let ledger = ledgers.entry(spend.user_id).or_default();
-            ledger.roll(now);
-            ledger.month_nanousd = spend.cost_nanousd;
-            ledger.month_requests = spend.requests;
-        }
-        for spend in store.spend_since(day_start(now)).await? {
-            let ledger = ledgers.entry(spend.user_id).or_default();
-            ledger.roll(now);
-            ledger.day_nanousd = spend.cost_nanousd;
-            ledger.day_requests = spend.requests;
-        }
+        let (month, day) = stored_spend(store.as_ref(), now).await?;
+        fold_stored(&mut ledgers, &month, &day, now);
         Ok(Budgets {
             store,
             audit,
@@ -174,6 +191,23 @@ impl Budgets {
             overrides: Mutex::new(overrides),
             ledgers: Arc::new(Mutex::new(ledgers)),
         })
+    }
+
+    /// Takes in the spend other instances have recorded: each figure becomes the
+    /// larger of this instance's count and the store's. Spend elsewhere since the
+    /// last refresh is the only thing not yet counted.
+    pub async fn refresh_spend(&self) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (month, day) = stored_spend(self.store.as_ref(), now).await?;
+        fold_stored(&mut self.ledgers.lock(), &month, &day, now);
+        Ok(())
+    }
+
+    /// Reloads every override from the store (changed by another instance).
+    pub async fn reload_overrides(&self) -> Result<(), StoreError> {
+        let fresh = stored_overrides(self.store.as_ref()).await?;
+        *self.overrides.lock() = fresh;
+        Ok(())
     }
 
     /// The caps a role has by default (from the configuration).

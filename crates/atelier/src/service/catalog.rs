@@ -63,10 +63,7 @@ pub struct ModelCatalog {
 impl ModelCatalog {
     /// Loads the allow-list from the store.
     pub async fn load(client: Client, store: Arc<dyn Store>, ttl: Duration) -> Result<Self, GenerationError> {
-        let allowed = match store.setting(ALLOWED_MODELS).await? {
-            Some(json) => parse_allowed(&json)?,
-            None => None,
-        };
+        let allowed = stored_allowed(store.as_ref()).await?;
         Ok(ModelCatalog {
             client,
             store,
@@ -187,6 +184,13 @@ impl ModelCatalog {
         self.allowed.read().iter().flatten().cloned().collect()
     }
 
+    /// Reloads the allow-list from the store (changed by another instance).
+    pub async fn reload_allowed(&self) -> Result<(), GenerationError> {
+        let allowed = stored_allowed(self.store.as_ref()).await?;
+        *self.allowed.write() = allowed;
+        Ok(())
+    }
+
     /// Replaces the allow-list; an empty list allows every model.
     pub async fn set_allowed(&self, models: Vec<String>) -> Result<Vec<String>, GenerationError> {
         let set: BTreeSet<String> = models
@@ -199,6 +203,13 @@ impl ModelCatalog {
         let list: Vec<String> = set.iter().cloned().collect();
         *self.allowed.write() = (!set.is_empty()).then_some(set);
         Ok(list)
+    }
+}
+
+async fn stored_allowed(store: &dyn Store) -> Result<Option<BTreeSet<String>>, GenerationError> {
+    match store.setting(ALLOWED_MODELS).await? {
+        Some(json) => parse_allowed(&json),
+        None => Ok(None),
     }
 }
 

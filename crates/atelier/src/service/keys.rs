@@ -135,6 +135,10 @@ fn entry(key: &ApiKey) -> KeyEntry {
     }
 }
 
+fn index(keys: &[ApiKey]) -> HashMap<TokenHash, KeyEntry> {
+    keys.iter().map(|k| (k.key_hash, entry(k))).collect()
+}
+
 /// Whether a string has the shape of one of our keys (and so should be treated
 /// as an API key rather than a JWT).
 pub fn looks_like_key(text: &str) -> bool {
@@ -160,7 +164,7 @@ impl ApiKeys {
     pub async fn load(store: Arc<dyn Store>, audit: Audit) -> Result<Self, StoreError> {
         let live = store.live_api_keys().await?;
         Ok(ApiKeys {
-            live: RwLock::new(live.iter().map(|k| (k.key_hash, entry(k))).collect()),
+            live: RwLock::new(index(&live)),
             store,
             audit,
             uses: Mutex::default(),
@@ -279,6 +283,22 @@ impl ApiKeys {
             })
             .await;
         Ok(revoked)
+    }
+
+    /// Reloads one user's live keys from the store (created or revoked elsewhere).
+    pub async fn reload_user(&self, user_id: Uuid) -> Result<(), StoreError> {
+        let keys = self.store.api_keys(user_id).await?;
+        let mut live = self.live.write();
+        live.retain(|_, e| e.user_id != user_id);
+        live.extend(keys.iter().map(|k| (k.key_hash, entry(k))));
+        Ok(())
+    }
+
+    /// Replaces every live key with the store's.
+    pub async fn reload_all(&self) -> Result<(), StoreError> {
+        let keys = self.store.live_api_keys().await?;
+        *self.live.write() = index(&keys);
+        Ok(())
     }
 
     /// Forgets the keys of a deleted user (the store has removed them).

@@ -1,6 +1,9 @@
 //! Media: generated images and videos and uploaded frames. The bytes live in an
-//! object store (a local folder by default, memory in some tests, S3 later), the
-//! records in the database. Only the owner (or an admin) may read an item.
+//! object store (a local folder by default, an S3-compatible bucket shared by
+//! several instances, memory in some tests), the records in the database. Only the
+//! owner (or an admin) may read an item. Writes stream: at most one part
+//! (`media.part_size_bytes`, uploaded as S3 multipart above that size) per writer
+//! in flight, whatever the item's size.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -8,8 +11,11 @@ use std::sync::Arc;
 use atelier_store::{MediaKind, MediaRecord, Role, Store};
 use bytes::Bytes;
 use chrono::Utc;
+use futures_util::{Stream, StreamExt};
+use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use super::generation_error::GenerationError;
@@ -62,7 +68,15 @@ pub struct MediaLibrary {
     objects: Arc<dyn ObjectStore>,
     store: Arc<dyn Store>,
     max_upload: u64,
+    part_size: usize,
 }
+
+/// Bytes looked at to tell a format (the longest signature is 12 bytes).
+const SNIFF_LEN: usize = 16;
+
+/// Parts of one item uploading at once: memory per writer is about this times the
+/// part size.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Where a media item's bytes are: one folder per user.
 fn storage_key(user_id: Uuid, id: Uuid, extension: &str) -> String {
@@ -70,11 +84,17 @@ fn storage_key(user_id: Uuid, id: Uuid, extension: &str) -> String {
 }
 
 impl MediaLibrary {
-    pub fn new(objects: Arc<dyn ObjectStore>, store: Arc<dyn Store>, max_upload: u64) -> Self {
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        store: Arc<dyn Store>,
+        max_upload: u64,
+        part_size: usize,
+    ) -> Self {
         MediaLibrary {
             objects,
             store,
             max_upload,
+            part_size,
         }
     }
 
@@ -91,12 +111,71 @@ impl MediaLibrary {
         bytes: Bytes,
         generation_id: Option<Uuid>,
     ) -> Result<MediaRecord, GenerationError> {
+        let chunks = futures_util::stream::iter([Ok(bytes)]);
+        self.save_stream(user_id, kind, |_| Ok(sniffed), chunks, generation_id)
+            .await
+    }
+
+    /// Streams an item of any size into storage and records it. `sniff` judges
+    /// the first bytes (and may refuse them); nothing is kept of a refused or
+    /// broken stream.
+    pub async fn save_stream(
+        &self,
+        user_id: Uuid,
+        kind: MediaKind,
+        sniff: impl FnOnce(&[u8]) -> Result<Sniffed, GenerationError>,
+        chunks: impl Stream<Item = Result<Bytes, GenerationError>> + Send,
+        generation_id: Option<Uuid>,
+    ) -> Result<MediaRecord, GenerationError> {
+        let mut chunks = std::pin::pin!(chunks);
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0;
+        while head_len < SNIFF_LEN {
+            let Some(chunk) = chunks.next().await else { break };
+            let chunk = chunk?;
+            head_len += chunk.len();
+            head.push(chunk);
+        }
+        let first: Vec<u8> = head
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .take(SNIFF_LEN)
+            .collect();
+        let sniffed = sniff(&first)?;
+
         let id = Uuid::now_v7();
         let key = storage_key(user_id, id, sniffed.extension);
-        let size = bytes.len() as u64;
-        self.objects
-            .put(&ObjectPath::from(key.as_str()), PutPayload::from(bytes))
-            .await?;
+        let mut writer = BufWriter::with_capacity(
+            Arc::clone(&self.objects),
+            ObjectPath::from(key.as_str()),
+            self.part_size,
+        )
+        .with_max_concurrency(PARTS_IN_FLIGHT);
+        let mut size = 0u64;
+        let written: Result<(), GenerationError> = async {
+            for chunk in head {
+                size += chunk.len() as u64;
+                writer.put(chunk).await?;
+            }
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                writer.put(chunk).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            // Drops the parts uploaded so far (a multipart upload would linger).
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(key, error = %abort, "cannot abort a partial media upload");
+            }
+            return Err(e);
+        }
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| GenerationError::Internal(anyhow::Error::new(e).context("media storage")))?;
         let record = MediaRecord {
             id,
             user_id,

@@ -20,6 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -327,21 +328,26 @@ impl VideoService {
 
     async fn download(&self, job: &VideoJob) -> Result<Uuid, GenerationError> {
         let response = self.client.video_content(&job.upstream_id, 0).await?;
-        let bytes = response.bytes().await.map_err(|e| {
-            GenerationError::Upstream(UpstreamError::Unreachable(format!("video download: {e}")))
-        })?;
-        let sniffed = sniff_video(&bytes).ok_or_else(|| {
-            GenerationError::Upstream(UpstreamError::InvalidResponse(
-                "the video is neither MP4 nor WebM".into(),
-            ))
-        })?;
+        // Straight from the upstream into storage, a part at a time.
+        let chunks = response.bytes_stream().map(|chunk| {
+            chunk.map_err(|e| {
+                GenerationError::Upstream(UpstreamError::Unreachable(format!("video download: {e}")))
+            })
+        });
+        let sniff = |head: &[u8]| {
+            sniff_video(head).ok_or_else(|| {
+                GenerationError::Upstream(UpstreamError::InvalidResponse(
+                    "the video is neither MP4 nor WebM".into(),
+                ))
+            })
+        };
         let record = self
             .media
-            .save(
+            .save_stream(
                 job.user_id,
                 MediaKind::Video,
-                sniffed,
-                bytes,
+                sniff,
+                chunks,
                 Some(job.generation_id),
             )
             .await?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_atelier");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_atelier");
 const ADMIN_PASSWORD: &str = "process-admin-orchid-kettle";
 const JWT_SECRET: &str = "process-test-signing-key-abcdefghijklmnop";
 
@@ -78,7 +78,7 @@ impl Workdir {
 }
 
 /// Spawns a server command and waits until it listens.
-fn start(mut cmd: Command) -> Server {
+pub(crate) fn start(mut cmd: Command) -> Server {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -119,14 +119,14 @@ fn start(mut cmd: Command) -> Server {
     }
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     log: Arc<Mutex<String>>,
     base: String,
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -152,8 +152,14 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub(crate) fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
