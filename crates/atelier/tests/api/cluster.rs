@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Reply, read};
 use crate::process::{BIN, Server, start};
+use crate::s3::{BUCKET, Moto, start_moto};
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "cluster-admin-orchid-kettle";
@@ -24,6 +25,8 @@ struct Cluster {
     db: FreshDatabase,
     mock: MockUpstream,
     media: tempfile::TempDir,
+    /// The instances' shared bucket, when the test wants one; else a shared folder.
+    bucket: Option<Moto>,
     http: reqwest::Client,
 }
 
@@ -35,8 +38,15 @@ impl Cluster {
                 .expect("a fresh PostgreSQL database"),
             mock: MockUpstream::start(mock).await.expect("mock upstream"),
             media: tempfile::tempdir().expect("media folder"),
+            bucket: None,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Media in one S3-compatible bucket (moto on loopback), as in production.
+    async fn with_bucket(mut self) -> Self {
+        self.bucket = Some(start_moto().await);
+        self
     }
 
     /// Starts one more instance on the shared database. No JWT secret is configured:
@@ -58,6 +68,12 @@ impl Cluster {
             .env("ATELIER_VIDEO__POLL_MIN_INTERVAL", "50ms")
             .env("ATELIER_VIDEO__POLL_MAX_INTERVAL", "100ms")
             .stdin(Stdio::null());
+        if let Some(moto) = &self.bucket {
+            cmd.env("ATELIER_MEDIA__S3__BUCKET", BUCKET)
+                .env("ATELIER_MEDIA__S3__ENDPOINT", &moto.endpoint)
+                .env("ATELIER_MEDIA__S3__ACCESS_KEY_ID", "testing")
+                .env("ATELIER_MEDIA__S3__SECRET_ACCESS_KEY", "testing");
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -340,6 +356,8 @@ async fn a_video_job_survives_its_instance_being_killed_and_is_charged_once() {
         video_polls_per_state: 2,
         ..MockConfig::default()
     })
+    .await
+    .with_bucket()
     .await;
     let lease = [("ATELIER_VIDEO__LEASE", "2s")];
     let mut a = cluster.instance(&lease);
@@ -396,9 +414,12 @@ async fn a_video_job_survives_its_instance_being_killed_and_is_charged_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Media written by one instance is served by any (a shared folder here).
+    // The video went to the shared bucket, so any instance serves it.
     let url = job["video"]["url"].as_str().expect("the video's URL");
-    cluster.get(&b, url, &token).await.expect(StatusCode::OK);
+    let video = cluster.get(&b, url, &token).await.expect(StatusCode::OK);
+    assert_eq!(&video.text.as_bytes()[4..8], b"ftyp");
+    let media_dir_entries = std::fs::read_dir(cluster.media.path()).map_or(0, |d| d.count());
+    assert_eq!(media_dir_entries, 0, "nothing in the local folder");
 
     // One usage record, with the upstream's cost.
     let started = Instant::now();

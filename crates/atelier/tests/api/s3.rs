@@ -21,13 +21,13 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::TestApp;
 
-const BUCKET: &str = "atelier-media";
+pub(crate) const BUCKET: &str = "atelier-media";
 const REQUIREMENTS: &str = include_str!("moto-requirements.txt");
 
 /// A moto S3 server on a free loopback port, stopped when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for Moto {
@@ -63,7 +63,7 @@ fn moto_bin() -> PathBuf {
     bin
 }
 
-async fn start_moto() -> Moto {
+pub(crate) async fn start_moto() -> Moto {
     let bin = tokio::task::spawn_blocking(moto_bin).await.expect("install moto");
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
