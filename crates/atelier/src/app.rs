@@ -112,7 +112,7 @@ impl App {
     /// Opens the store, loads keys and caches, and wires the services. Logs one
     /// summary line per subsystem; never a secret.
     pub async fn build(settings: Settings) -> Result<AppState, StartupError> {
-        let (store, migrations) = open_store(&settings.database_url).await?;
+        let (store, migrations) = open_store(&settings).await?;
         tracing::info!(
             "store: {}, schema version {}{}",
             settings.database_url,
@@ -462,14 +462,18 @@ async fn rate_limiter(settings: &Settings) -> Result<RateLimiter, StartupError> 
 }
 
 /// Chooses the backend from the URL's scheme.
-pub async fn open_store(url: &DatabaseUrl) -> Result<(Arc<dyn Store>, MigrationReport), StartupError> {
-    match url {
+pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, MigrationReport), StartupError> {
+    match &settings.database_url {
         DatabaseUrl::DuckDb(path) => {
             let (store, report) = DuckDbStore::open(path).await?;
             Ok((Arc::new(store), report))
         }
         DatabaseUrl::Postgres(url) => {
-            let (store, report) = PgStore::connect(url, PoolSettings::default()).await?;
+            let pool = PoolSettings {
+                max_connections: settings.database_max_connections,
+                ..PoolSettings::default()
+            };
+            let (store, report) = PgStore::connect(url, pool).await?;
             Ok((Arc::new(store), report))
         }
     }

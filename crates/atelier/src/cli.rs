@@ -218,7 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let (store, report) = app::open_store(&settings.database_url).await?;
+            let (store, report) = app::open_store(&settings).await?;
             store.close().await?;
             println!(
                 "{}: schema version {} ({} migration(s) applied)",

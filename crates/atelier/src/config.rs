@@ -37,6 +37,9 @@ pub struct Settings {
     /// `duckdb://PATH` (embedded, the default) or `postgres://…`.
     #[serde(with = "database_url")]
     pub database_url: DatabaseUrl,
+    /// PostgreSQL connections this instance may hold (one of them listens for other
+    /// instances' changes); unused with DuckDB.
+    pub database_max_connections: u32,
     /// Whether anyone may create an account with `POST /auth/register`.
     pub registration: Registration,
     /// `text` for people, `json` for log collectors.
@@ -175,6 +178,7 @@ impl Default for Settings {
         Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: DatabaseUrl::DuckDb(PathBuf::from("./data/atelier.duckdb")),
+            database_max_connections: 16,
             registration: Registration::Open,
             log_format: LogFormat::Text,
             log_level: "info".into(),
@@ -649,6 +653,9 @@ impl Settings {
         if a.access_token_ttl < Duration::from_secs(1) {
             return invalid("auth.access_token_ttl must be at least 1s".into());
         }
+        if self.database_max_connections < 2 {
+            return invalid("database_max_connections must be at least 2 (one listens for changes)".into());
+        }
         if self.media.part_size_bytes < 5 * 1024 * 1024 {
             return invalid("media.part_size_bytes must be at least 5 MiB (S3's smallest part)".into());
         }
@@ -786,6 +793,13 @@ mod tests {
         let err =
             load_from(None, env(&[("ATELIER_AUTH__ARGON2_MEMORY_KIB", "1024")])).expect_err("weak argon2");
         assert!(err.to_string().contains("argon2"), "{err}");
+
+        let err =
+            load_from(None, env(&[("ATELIER_DATABASE_MAX_CONNECTIONS", "1")])).expect_err("pool of one");
+        assert!(err.to_string().contains("database_max_connections"), "{err}");
+        let err =
+            load_from(None, env(&[("ATELIER_MEDIA__PART_SIZE_BYTES", "1024")])).expect_err("tiny parts");
+        assert!(err.to_string().contains("part_size_bytes"), "{err}");
     }
 
     #[test]

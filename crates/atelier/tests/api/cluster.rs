@@ -57,6 +57,8 @@ impl Cluster {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("ATELIER_DATABASE_URL", self.db.url())
+            // Small pools: parallel tests must stay under the server's max_connections.
+            .env("ATELIER_DATABASE_MAX_CONNECTIONS", "4")
             .env("ATELIER_BIND", "127.0.0.1:0")
             .env("ATELIER_LOG_FORMAT", "json")
             .env("ATELIER_ADMIN_EMAIL", ADMIN_EMAIL)

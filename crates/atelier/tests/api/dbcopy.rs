@@ -81,6 +81,7 @@ async fn a_duckdb_deployment_moves_to_postgres_and_works_there() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("ATELIER_DATABASE_URL", db.url())
+        .env("ATELIER_DATABASE_MAX_CONNECTIONS", "4")
         .env("ATELIER_BIND", "127.0.0.1:0")
         .env("ATELIER_LOG_FORMAT", "json")
         .env("ATELIER_UPSTREAM__BASE_URL", app.mock.base_url())
