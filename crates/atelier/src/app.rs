@@ -371,7 +371,6 @@ fn upstream_client(settings: &config::UpstreamSettings) -> Result<atelier_openro
     atelier_openrouter::Client::new(config).map_err(|e| setup("the upstream client", e.into()))
 }
 
-/// The media object store: a local folder, or memory for `memory:`.
 /// Where media bytes live: an S3-compatible bucket when one is configured, else a
 /// folder (or memory). Returns the store and a description for the start-up log.
 pub fn media_objects(

@@ -2,8 +2,6 @@
 //! PostgreSQL database, table by table, in one PostgreSQL transaction, and checks
 //! that every table arrived whole before committing.
 
-use std::fmt::Write as _;
-
 use anyhow::{Context, bail};
 use atelier_store::tables::TABLES;
 use atelier_store::{DatabaseUrl, Store};
@@ -20,11 +18,10 @@ pub struct CopyReport {
 
 impl std::fmt::Display for CopyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = String::new();
         for (name, rows) in &self.tables {
-            let _ = writeln!(text, "{name:<16} {rows:>10} rows");
+            writeln!(f, "{name:<16} {rows:>10} rows")?;
         }
-        f.write_str(&text)
+        Ok(())
     }
 }
 

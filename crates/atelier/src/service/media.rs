@@ -1,9 +1,9 @@
 //! Media: generated images and videos and uploaded frames. The bytes live in an
 //! object store (a local folder by default, an S3-compatible bucket shared by
 //! several instances, memory in some tests), the records in the database. Only the
-//! owner (or an admin) may read an item. Writes stream: at most one part
-//! (`media.part_size_bytes`, uploaded as S3 multipart above that size) per writer
-//! in flight, whatever the item's size.
+//! owner (or an admin) may read an item. Writes stream: an item larger than
+//! `media.part_size_bytes` goes up as S3 multipart, with at most two parts in
+//! memory per writer, whatever the item's size.
 
 use std::ops::Range;
 use std::sync::Arc;
