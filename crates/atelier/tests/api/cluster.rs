@@ -475,3 +475,30 @@ async fn a_budget_counts_requests_made_on_either_instance() {
         .await
         .expect_error(StatusCode::PAYMENT_REQUIRED, "budget_exceeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_changes_a_role_beside_running_instances() {
+    let cluster = Cluster::new(MockConfig::default()).await;
+    let a = cluster.instance(&[]);
+    cluster.register(&a, "fay@example.com").await;
+    let (token, _) = cluster.login(&a, "fay@example.com", PASSWORD).await;
+    cluster.get(&a, "/users/me", &token).await.expect(StatusCode::OK);
+
+    let out = Command::new(BIN)
+        .args(["user", "set-role", "fay@example.com", "--role", "admin"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ATELIER_DATABASE_URL", cluster.db.url())
+        .env("ATELIER_DATABASE_MAX_CONNECTIONS", "2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run atelier user set-role");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = cluster
+        .until_status(&a, "/users/me", &token, StatusCode::UNAUTHORIZED)
+        .await;
+    assert!(took <= PROPAGATION, "the CLI's role change seen after {took:?}");
+    let (fresh, _) = cluster.login(&a, "fay@example.com", PASSWORD).await;
+    let me = cluster.get(&a, "/users/me", &fresh).await.expect(StatusCode::OK);
+    assert_eq!(me.body["role"], "admin");
+}
