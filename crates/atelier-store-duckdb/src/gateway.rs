@@ -50,12 +50,7 @@ impl KeyRow {
             public_id: self.public_id,
             key_hash: TokenHash(hash),
             name: self.name,
-            scopes: self
-                .scopes
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            scopes: encoding::split_list(&self.scopes).map(str::to_owned).collect(),
             expires_at: self.expires_at.map(sql::time).transpose()?,
             created_at: sql::time(self.created_at)?,
             last_used_at: self.last_used_at.map(sql::time).transpose()?,
@@ -85,7 +80,7 @@ pub(crate) fn create_key(tx: &Connection, k: &ApiKey) -> StoreResult<()> {
             k.public_id,
             k.key_hash.0.as_slice(),
             k.name,
-            k.scopes.join(","),
+            encoding::join_list(&k.scopes),
             k.expires_at.map(sql::micros),
             sql::micros(k.created_at),
         ],

@@ -28,15 +28,3 @@ pub(crate) fn uuid(text: &str) -> Result<Uuid, StoreError> {
 pub(crate) fn count(n: i64) -> u64 {
     n.unsigned_abs()
 }
-
-/// Escapes `%`, `_` and the escape character itself for a `LIKE … ESCAPE '\'` pattern.
-pub(crate) fn like_literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}

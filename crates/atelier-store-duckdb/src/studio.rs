@@ -285,12 +285,7 @@ fn timestamp(t: DateTime<Utc>) -> Value {
 pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) -> StoreResult<()> {
     let mut appender = tx.appender("generations").map_err(sql::err)?;
     for r in records {
-        let media_ids = r
-            .media_ids
-            .iter()
-            .map(Uuid::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let media_ids = encoding::join_list(&r.media_ids);
         appender
             .append_row(duckdb::params![
                 r.id.to_string(),
@@ -401,10 +396,7 @@ impl GenerationRow {
             error: self.error,
             summary: self.summary,
             conversation_id: self.conversation_id.as_deref().map(sql::uuid).transpose()?,
-            media_ids: self
-                .media_ids
-                .split(',')
-                .filter(|s| !s.is_empty())
+            media_ids: encoding::split_list(&self.media_ids)
                 .map(sql::uuid)
                 .collect::<StoreResult<_>>()?,
             created_at: sql::time(self.created_at)?,

@@ -119,7 +119,7 @@ pub(crate) fn list(conn: &Connection, query: &UserQuery) -> StoreResult<UserPage
     }
     if let Some(needle) = query.email_contains.as_deref().filter(|n| !n.is_empty()) {
         filter.push_str(r" AND email LIKE ? ESCAPE '\'");
-        args.push(format!("%{}%", sql::like_literal(&needle.to_lowercase())));
+        args.push(encoding::contains_pattern(&needle.to_lowercase()));
     }
     let total: i64 = conn
         .prepare_cached(&format!("SELECT count(*) FROM users {filter}"))

@@ -36,7 +36,7 @@ impl KeyRow {
             public_id: self.public_id,
             key_hash: TokenHash(hash),
             name: self.name,
-            scopes: sql::split_list(&self.scopes).map(str::to_owned).collect(),
+            scopes: encoding::split_list(&self.scopes).map(str::to_owned).collect(),
             expires_at: self.expires_at,
             created_at: self.created_at,
             last_used_at: self.last_used_at,
@@ -59,7 +59,7 @@ pub(crate) async fn create_key(conn: impl PgExecutor<'_>, k: &ApiKey) -> StoreRe
     .bind(&k.public_id)
     .bind(k.key_hash.0.as_slice())
     .bind(&k.name)
-    .bind(k.scopes.join(","))
+    .bind(encoding::join_list(&k.scopes))
     .bind(k.expires_at)
     .bind(k.created_at)
     .execute(conn)

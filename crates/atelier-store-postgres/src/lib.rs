@@ -103,11 +103,6 @@ impl PgStore {
         Ok((store, report))
     }
 
-    /// The pool, for what lives beside the store on the same database (notifications).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(sql::err)
     }

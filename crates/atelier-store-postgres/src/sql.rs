@@ -36,20 +36,3 @@ where
     text.parse()
         .map_err(|e: T::Err| StoreError::backend(e.to_string()))
 }
-
-/// Escapes `%`, `_` and the escape character itself for a `LIKE … ESCAPE '\'` pattern.
-pub(crate) fn like_literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Comma-joined lists (scopes, media ids) are stored as text, as in the DuckDB schema.
-pub(crate) fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',').filter(|s| !s.is_empty())
-}

@@ -301,12 +301,7 @@ pub(crate) async fn record_generations(
              completion_tokens, cost_nanousd, latency_ms, error, summary, conversation_id, media_ids, created_at) ",
         );
         insert.push_values(chunk, |mut row, r| {
-            let media_ids = r
-                .media_ids
-                .iter()
-                .map(Uuid::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let media_ids = encoding::join_list(&r.media_ids);
             row.push_bind(r.id)
                 .push_bind(r.user_id)
                 .push_bind(r.kind.as_str())
@@ -364,7 +359,7 @@ impl GenerationRow {
             error: self.error,
             summary: self.summary,
             conversation_id: self.conversation_id,
-            media_ids: sql::split_list(&self.media_ids)
+            media_ids: encoding::split_list(&self.media_ids)
                 .map(sql::parse)
                 .collect::<StoreResult<_>>()?,
             created_at: self.created_at,

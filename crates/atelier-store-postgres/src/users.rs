@@ -110,7 +110,7 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &UserQuery) -> StoreRes
         .email_contains
         .as_deref()
         .filter(|n| !n.is_empty())
-        .map(|n| format!("%{}%", sql::like_literal(&n.to_lowercase())));
+        .map(|n| encoding::contains_pattern(&n.to_lowercase()));
     const FILTER: &str =
         r"($1::text IS NULL OR role = $1) AND ($2::text IS NULL OR email LIKE $2 ESCAPE '\')";
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users WHERE {FILTER}"))

@@ -8,6 +8,7 @@
 //! run the [`conformance`] suite.
 
 mod changes;
+pub mod encoding;
 mod error;
 mod generation;
 mod model;
