@@ -141,7 +141,7 @@ impl App {
                 .map_err(|e| setup("password hashing", e))?;
 
         let revocations = Revocations::default();
-        revocations.load(
+        revocations.replace_all(
             store
                 .auth_states()
                 .await

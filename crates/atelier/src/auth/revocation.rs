@@ -43,13 +43,6 @@ struct UserEntry {
 }
 
 impl Revocations {
-    pub fn load(&self, states: impl IntoIterator<Item = AuthState>) {
-        let mut users = self.users.write();
-        for state in states {
-            users.insert(state.user_id, entry(&state));
-        }
-    }
-
     /// Replaces every user's entry: users missing from `states` are forgotten.
     pub fn replace_all(&self, states: impl IntoIterator<Item = AuthState>) {
         let fresh = states.into_iter().map(|s| (s.user_id, entry(&s))).collect();
@@ -139,7 +132,7 @@ mod tests {
         let before = Utc::now() - Duration::seconds(10);
         assert_eq!(cache.check(&claims(user, session)), Standing::UnknownUser);
 
-        cache.load([state(user, Role::User, before)]);
+        cache.replace_all([state(user, Role::User, before)]);
         let old = claims(user, session);
         assert_eq!(cache.check(&old), Standing::Valid(Role::User));
 
