@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::procs::{start_atelier, start_mock, workdir};
-use crate::report::{Machine, Memory, Results, Startup};
+use crate::report::{CpuClock, Machine, Memory, Results, Startup};
 use crate::scenarios::{FULL, SMOKE, Targets};
 
 #[derive(Debug, Parser)]
@@ -129,6 +129,7 @@ async fn run_only(args: &Args) -> Result<()> {
 
 async fn run(args: Args) -> Result<PathBuf> {
     let sizes = if args.smoke { SMOKE } else { FULL };
+    let started = CpuClock::now();
     let (mock, mock_url) = start_mock(&args.bin_dir, 0, TOKEN_DELAY_MS)?;
     let (slow_mock, slow_url) = start_mock(&args.bin_dir, SLOW_MOCK_MS, TOKEN_DELAY_MS)?;
     let dir = workdir()?;
@@ -178,7 +179,7 @@ async fn run(args: Args) -> Result<PathBuf> {
         commit: commit(),
         profile: args.profile,
         smoke: args.smoke,
-        machine: Machine::this(),
+        machine: Machine::this(started),
         startup: Startup {
             ready_fresh_ms: ms(ready_fresh),
             ready_existing_ms: ms(ready_existing),

@@ -16,10 +16,45 @@ pub struct Machine {
     pub cores: usize,
     pub memory_gib: f64,
     pub kernel: String,
+    /// The share of CPU time the hypervisor gave to others during the run (`steal`
+    /// in /proc/stat), in percent: on a shared VM, tails measured while it is high
+    /// are the host's, not atelier's.
+    pub steal_percent: Option<f64>,
+}
+
+/// The machine's CPU time counters (/proc/stat), to tell how much was stolen.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuClock {
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is in user).
+        Some(CpuClock {
+            total: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    fn steal_percent_since(self, start: Self) -> Option<f64> {
+        let total = self.total.checked_sub(start.total).filter(|t| *t > 0)?;
+        Some(self.steal.saturating_sub(start.steal) as f64 * 100.0 / total as f64)
+    }
 }
 
 impl Machine {
-    pub fn this() -> Self {
+    /// This machine; `since` is when the run started.
+    pub fn this(since: Option<CpuClock>) -> Self {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let cpu = read("/proc/cpuinfo")
             .lines()
@@ -36,6 +71,9 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            steal_percent: since
+                .zip(CpuClock::now())
+                .and_then(|(start, end)| end.steal_percent_since(start)),
         }
     }
 }
@@ -180,6 +218,17 @@ fn markdown(r: &Results) -> String {
         m.memory_gib,
         m.kernel
     );
+    if let Some(steal) = m.steal_percent {
+        let _ = writeln!(
+            out,
+            "The hypervisor took {steal:.1} % of the CPU time during the run (steal){}\n",
+            if steal > 5.0 {
+                ": **a shared host was busy; the tails below are largely its delays**."
+            } else {
+                "."
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "## Targets\n\n| | target | measured | met |\n|---|---|---|---|"

@@ -81,23 +81,26 @@ impl Connections {
             })?;
         }
         let claim = OpenFile::claim(path)?;
-        let writer = if in_memory {
-            Connection::open_in_memory()
-        } else {
-            Connection::open(path)
-        }
-        .map_err(|source| {
-            if is_lock_conflict(&source) {
-                OpenError::Locked {
-                    path: path.to_path_buf(),
+        let writer = config()
+            .and_then(|config| {
+                if in_memory {
+                    Connection::open_in_memory_with_flags(config)
+                } else {
+                    Connection::open_with_flags(path, config)
                 }
-            } else {
-                OpenError::Open {
-                    path: path.to_path_buf(),
-                    source,
+            })
+            .map_err(|source| {
+                if is_lock_conflict(&source) {
+                    OpenError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    OpenError::Open {
+                        path: path.to_path_buf(),
+                        source,
+                    }
                 }
-            }
-        })?;
+            })?;
         let origin = writer.try_clone().map_err(|source| OpenError::Open {
             path: path.to_path_buf(),
             source,
@@ -172,6 +175,16 @@ impl Inner {
             idle.push(conn);
         }
     }
+}
+
+/// How DuckDB runs: one thread per query. atelier's queries are small (a row, a
+/// page, a batch of usage records); with a worker pool DuckDB hands their tasks
+/// to its own threads while the calling thread spins, polling for the result:
+/// measured with callgrind, that spinning was most of the store's CPU and stole a
+/// core from the requests being served (ADR-0019). Queries still run side by side,
+/// each on the connection's own thread.
+fn config() -> duckdb::Result<duckdb::Config> {
+    duckdb::Config::default().threads(1)
 }
 
 async fn blocking<T, F>(f: F) -> StoreResult<T>

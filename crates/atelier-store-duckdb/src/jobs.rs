@@ -165,6 +165,15 @@ pub(crate) fn claim(
     Ok(claimed)
 }
 
+/// Whether any job is still pending or in progress.
+pub(crate) fn any_unfinished(tx: &Connection) -> StoreResult<bool> {
+    tx.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM video_jobs WHERE {UNFINISHED})"
+    ))
+    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+    .map_err(sql::err)
+}
+
 pub(crate) fn update(tx: &Connection, p: &JobProgress) -> StoreResult<bool> {
     let changed = tx
         .execute(

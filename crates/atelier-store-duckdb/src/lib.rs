@@ -18,6 +18,8 @@ mod tokens;
 mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use atelier_store::*;
@@ -61,6 +63,12 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct DuckDbStore {
     conns: Connections,
+    /// Whether an unfinished video job may exist. The video worker asks for due
+    /// jobs every second; without any, that would be a write transaction a second
+    /// for nothing. Only this process writes the file (DuckDB's lock), so the flag
+    /// is exact: set when a job is created, recomputed by every claim, both under
+    /// the writer's lock so that neither can overtake the other.
+    open_jobs: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for DuckDbStore {
@@ -85,7 +93,10 @@ impl DuckDbStore {
             path: path.clone(),
             source: duckdb::Error::ToSqlConversionFailure(Box::new(join)),
         })??;
-        let store = DuckDbStore { conns };
+        let store = DuckDbStore {
+            conns,
+            open_jobs: Arc::new(AtomicBool::new(true)),
+        };
         let report = store
             .migrate()
             .await
@@ -407,7 +418,14 @@ impl Store for DuckDbStore {
 
     async fn create_video_job(&self, job: &VideoJob) -> StoreResult<()> {
         let j = job.clone();
-        self.conns.write(move |tx| jobs::create(tx, &j)).await
+        let open_jobs = Arc::clone(&self.open_jobs);
+        self.conns
+            .write(move |tx| {
+                jobs::create(tx, &j)?;
+                open_jobs.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await
     }
 
     async fn video_job(&self, id: Uuid) -> StoreResult<Option<VideoJob>> {
@@ -425,9 +443,17 @@ impl Store for DuckDbStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<VideoJob>> {
+        if !self.open_jobs.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
         let owner = owner.to_owned();
+        let open_jobs = Arc::clone(&self.open_jobs);
         self.conns
-            .write(move |tx| jobs::claim(tx, &owner, now, lease_until, limit))
+            .write(move |tx| {
+                let claimed = jobs::claim(tx, &owner, now, lease_until, limit)?;
+                open_jobs.store(jobs::any_unfinished(tx)?, Ordering::SeqCst);
+                Ok(claimed)
+            })
             .await
     }
 

@@ -1127,6 +1127,13 @@ pub async fn video_jobs_are_leased_and_finished_once(store: Arc<dyn Store>) {
         !store.update_video_job(&progress("a", 9, far)).await.unwrap(),
         "nor updated"
     );
+
+    // With nothing left open (a store may then skip the claim query), a job
+    // created afterwards is still claimed.
+    let next = job(user.id, far);
+    store.create_video_job(&next).await.unwrap();
+    let claimed = store.claim_video_jobs("a", far, far, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [next.id]);
 }
 
 pub async fn deleting_a_user_removes_their_content(store: Arc<dyn Store>) {
