@@ -119,7 +119,7 @@ async fn chat_completions(
         .as_u64()
         .or_else(|| body["max_tokens"].as_u64())
         .and_then(|t| u32::try_from(t).ok());
-    let chars = body["messages"].to_string().len();
+    let chars = text_len(&body["messages"]);
     let hold = gate::admit(
         &state,
         &user,
@@ -166,6 +166,17 @@ async fn chat_completions(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     served_header(&mut response, &served);
     Ok(response)
+}
+
+/// The characters of every string in `value`, for the cost estimate: walking the
+/// tree costs nothing next to serialising a long conversation again per request.
+fn text_len(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_len).sum(),
+        Value::Object(fields) => fields.values().map(text_len).sum(),
+        _ => 0,
+    }
 }
 
 // ---------------------------------------------------------------- images
@@ -403,6 +414,20 @@ async fn video_content(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_len_counts_the_strings_of_a_conversation() {
+        let messages = json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "héllo"}]},
+        ]);
+        let expected = ["system", "Be brief.", "user", "text", "héllo"]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>();
+        assert_eq!(text_len(&messages), expected);
+        assert_eq!(text_len(&Value::Null), 0);
+    }
 
     #[test]
     fn sizes_map_to_aspect_ratios() {
