@@ -21,7 +21,7 @@ pub(crate) fn create_session(tx: &Connection, s: &NewSession) -> StoreResult<()>
             user_id: s.user_id,
             hash: s.token_hash,
             now: s.now,
-            expires_at: s.expires_at.min(s.family_expires_at),
+            expires_at: s.token_expires_at(),
             family_expires_at: s.family_expires_at,
         },
     )
@@ -138,7 +138,7 @@ pub(crate) fn rotate(tx: &Connection, presented: TokenHash, next: &Rotation) -> 
             user_id,
             hash: next.token_hash,
             now: next.now,
-            expires_at: next.expires_at.min(family_expires_at),
+            expires_at: next.expires_at_within(family_expires_at),
             family_expires_at,
         },
     )?;

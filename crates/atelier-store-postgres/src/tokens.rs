@@ -21,7 +21,7 @@ pub(crate) async fn create_session(tx: &mut PgConnection, s: &NewSession) -> Sto
             user_id: s.user_id,
             hash: s.token_hash,
             now: s.now,
-            expires_at: s.expires_at.min(s.family_expires_at),
+            expires_at: s.token_expires_at(),
             family_expires_at: s.family_expires_at,
         },
     )
@@ -128,7 +128,7 @@ pub(crate) async fn rotate(
             user_id: token.user_id,
             hash: next.token_hash,
             now: next.now,
-            expires_at: next.expires_at.min(token.family_expires_at),
+            expires_at: next.expires_at_within(token.family_expires_at),
             family_expires_at: token.family_expires_at,
         },
     )

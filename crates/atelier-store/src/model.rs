@@ -144,6 +144,13 @@ pub struct NewSession {
     pub family_expires_at: DateTime<Utc>,
 }
 
+impl NewSession {
+    /// The token's own expiry: its idle lifetime, never past the family's.
+    pub fn token_expires_at(&self) -> DateTime<Utc> {
+        self.expires_at.min(self.family_expires_at)
+    }
+}
+
 /// The replacement issued when a refresh token is rotated.
 #[derive(Debug, Clone)]
 pub struct Rotation {
@@ -152,6 +159,13 @@ pub struct Rotation {
     pub now: DateTime<Utc>,
     /// The idle expiry of the new token; the store caps it at the family's absolute expiry.
     pub expires_at: DateTime<Utc>,
+}
+
+impl Rotation {
+    /// The new token's expiry in a family that ends at `family_expires_at`.
+    pub fn expires_at_within(&self, family_expires_at: DateTime<Utc>) -> DateTime<Utc> {
+        self.expires_at.min(family_expires_at)
+    }
 }
 
 /// What presenting a refresh token for rotation came to.

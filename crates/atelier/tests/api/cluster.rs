@@ -11,7 +11,7 @@ use atelier_store_postgres::testing::FreshDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, read};
+use crate::helpers::{Reply, send_to};
 use crate::process::{BIN, Server, start};
 use crate::s3::{BUCKET, Moto, start_moto};
 
@@ -90,14 +90,7 @@ impl Cluster {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut request = self.http.request(method, on.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        read(request.send().await.expect("request")).await
+        send_to(&self.http, method, on.url(path), token, body).await
     }
 
     async fn post(&self, on: &Server, path: &str, token: Option<&str>, body: Value) -> Reply {

@@ -37,16 +37,9 @@ async fn a_duckdb_deployment_moves_to_postgres_and_works_there() {
     )
     .await
     .expect(StatusCode::OK);
-    let image = app
-        .post(
-            "/generate/image",
-            Some(&user.access),
-            json!({"model": "mock/image", "prompt": "a lighthouse"}),
-        )
-        .await
-        .expect(StatusCode::OK)
-        .body;
-    let image_url = image["images"][0]["url"].as_str().expect("image url").to_owned();
+    let image_url = app
+        .generate_image(&user.access, "mock/image", "a lighthouse")
+        .await;
     let (_, key) = app.api_key(&user, json!({"name": "moved"})).await;
     app.stop().await;
 

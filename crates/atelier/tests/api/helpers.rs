@@ -167,14 +167,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        read(req.send().await.expect("request sent")).await
+        send_to(&self.client, method, self.url(path), token, body).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
@@ -259,6 +252,24 @@ impl Drop for TestApp {
     }
 }
 
+/// One request with an optional bearer token and JSON body, its answer read whole.
+pub async fn send_to(
+    client: &reqwest::Client,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = client.request(method, url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    read(req.send().await.expect("request sent")).await
+}
+
 pub async fn read(response: reqwest::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
@@ -310,6 +321,20 @@ impl TestApp {
     }
 
     /// Downloads media with a token.
+    /// Generates one image with `model` and returns the URL it is served at.
+    pub async fn generate_image(&self, token: &str, model: &str, prompt: &str) -> String {
+        let reply = self
+            .post(
+                "/generate/image",
+                Some(token),
+                json!({"model": model, "prompt": prompt}),
+            )
+            .await
+            .expect(StatusCode::OK)
+            .body;
+        reply["images"][0]["url"].as_str().expect("image url").to_owned()
+    }
+
     pub async fn media(&self, url: &str, token: &str) -> reqwest::Response {
         self.client
             .get(self.url(url))

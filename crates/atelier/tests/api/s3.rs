@@ -126,17 +126,10 @@ async fn generated_media_round_trips_through_the_bucket() {
     let app = TestApp::spawn_with(|settings| settings.media.s3 = s3).await;
     let user = app.user().await;
 
-    let image = app
-        .post(
-            "/generate/image",
-            Some(&user.access),
-            json!({"model": "mock/image", "prompt": "a lighthouse"}),
-        )
-        .await
-        .expect(StatusCode::OK)
-        .body;
-    let url = image["images"][0]["url"].as_str().expect("url");
-    let response = app.media(url, &user.access).await;
+    let url = app
+        .generate_image(&user.access, "mock/image", "a lighthouse")
+        .await;
+    let response = app.media(&url, &user.access).await;
     assert_eq!(response.status(), StatusCode::OK);
     let png = response.bytes().await.expect("bytes");
     png::Decoder::new(std::io::Cursor::new(png.to_vec()))
