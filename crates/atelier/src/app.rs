@@ -297,12 +297,13 @@ impl App {
     }
 
     /// Starts the workers that only a serving process runs: the video poller, the
-    /// key-use flusher and, on a shared database, the follower of other instances'
-    /// changes.
+    /// key-use flusher, the heap trimmer and, on a shared database, the follower of
+    /// other instances' changes.
     pub async fn start_workers(state: &AppState) -> std::io::Result<()> {
         let (tracker, stop) = (&state.background.tracker, &state.background.stop);
         state.videos.start_worker(tracker, stop.clone());
         state.keys.start_flusher(tracker, stop.clone());
+        crate::memory::start_trimming(tracker, stop.clone());
         match crate::cluster::follow(state.clone(), tracker, stop.clone()).await {
             Ok(true) => tracing::info!("cluster: following other instances' changes"),
             Ok(false) => {}
