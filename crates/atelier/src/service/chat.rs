@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use atelier_openrouter::{ChatRequest, ChatStream, Client, Message, StreamEvent, UpstreamError, Usage};
+use atelier_openrouter::{
+    ChatRequest, ChatResponse, ChatStream, Client, Message, StreamEvent, UpstreamError, Usage,
+};
 use atelier_store::{
     ChatMessage, Conversation, ConversationQuery, GenerationKind, GenerationRecord, GenerationStatus,
     MessageStatus, Role, Store, usd_to_nanos,
@@ -62,6 +64,22 @@ impl From<&Usage> for UsageSummary {
             cost_usd: u.cost,
         }
     }
+}
+
+impl UsageSummary {
+    /// What an answer cost (nothing known is zero).
+    pub fn of(usage: Option<&Usage>) -> Self {
+        usage.map(UsageSummary::from).unwrap_or_default()
+    }
+}
+
+/// The model that served an answer (its own name for itself, or the one asked
+/// for when it gives none) and what the answer cost.
+pub(super) fn served_and_usage(response: &ChatResponse, tried: String) -> (String, UsageSummary) {
+    let served = Some(response.model.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or(tried);
+    (served, UsageSummary::of(response.usage.as_ref()))
 }
 
 /// A whole answer.
@@ -160,14 +178,7 @@ impl ChatService {
             .await;
         match attempt {
             Ok((response, tried)) => {
-                let usage = response
-                    .usage
-                    .as_ref()
-                    .map(UsageSummary::from)
-                    .unwrap_or_default();
-                let served = Some(response.model.clone())
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or(tried);
+                let (served, usage) = served_and_usage(&response, tried);
                 let message = self
                     .finish(
                         &prepared,
@@ -185,19 +196,7 @@ impl ChatService {
                     usage,
                 })
             }
-            Err(e) => {
-                let error = e.to_string();
-                self.finish(
-                    &prepared,
-                    String::new(),
-                    MessageStatus::Failed,
-                    None,
-                    Some(&error),
-                    &UsageSummary::default(),
-                )
-                .await?;
-                Err(e)
-            }
+            Err(e) => Err(self.failed(&prepared, e).await?),
         }
     }
 
@@ -228,19 +227,7 @@ impl ChatService {
             .await;
         let upstream = match attempt {
             Ok((stream, _)) => stream,
-            Err(e) => {
-                let error = e.to_string();
-                self.finish(
-                    &prepared,
-                    String::new(),
-                    MessageStatus::Failed,
-                    None,
-                    Some(&error),
-                    &UsageSummary::default(),
-                )
-                .await?;
-                return Err(e);
-            }
+            Err(e) => return Err(self.failed(&prepared, e).await?),
         };
         let (tx, rx) = mpsc::channel(64);
         let message_id = Uuid::now_v7();
@@ -437,6 +424,26 @@ impl ChatService {
     ) -> Result<ChatMessage, GenerationError> {
         self.finish_with_id(prepared, Uuid::now_v7(), text, status, served, error, usage)
             .await
+    }
+
+    /// Stores a turn that got no answer (the error in place of the assistant's
+    /// message) and hands the error back for the caller to return.
+    async fn failed(
+        &self,
+        prepared: &Prepared,
+        e: GenerationError,
+    ) -> Result<GenerationError, GenerationError> {
+        let error = e.to_string();
+        self.finish(
+            prepared,
+            String::new(),
+            MessageStatus::Failed,
+            None,
+            Some(&error),
+            &UsageSummary::default(),
+        )
+        .await?;
+        Ok(e)
     }
 
     /// Stores the assistant's message and the usage record.

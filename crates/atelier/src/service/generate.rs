@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use atelier_openrouter::{ChatRequest, Client, ImagesRequest, Message, Usage};
+use atelier_openrouter::{ChatRequest, Client, ImagesRequest, Message};
 use atelier_store::{
     GenerationKind, GenerationQuery, GenerationRecord, GenerationStatus, MediaKind, MediaRecord, Role, Store,
     usd_to_nanos,
@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Routing;
-use super::chat::{UsageSummary, excerpt};
+use super::chat::{UsageSummary, excerpt, served_and_usage};
 use super::generation_error::GenerationError;
 use super::media::{MediaLibrary, sniff_image};
 use super::routing::Action;
@@ -122,14 +122,7 @@ impl Generator {
             .await;
         match result {
             Ok((response, tried)) => {
-                let usage = response
-                    .usage
-                    .as_ref()
-                    .map(UsageSummary::from)
-                    .unwrap_or_default();
-                let served = Some(response.model.clone())
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or(tried);
+                let (served, usage) = served_and_usage(&response, tried);
                 self.record(
                     &attempt,
                     GenerationStatus::Succeeded,
@@ -272,7 +265,7 @@ impl Generator {
             .iter()
             .filter_map(|d| B64.decode(d.b64_json.trim()).ok().map(Bytes::from))
             .collect();
-        Ok((images, usage_of(response.usage.as_ref()), None))
+        Ok((images, UsageSummary::of(response.usage.as_ref()), None))
     }
 
     /// Chat completions with `modalities`: images as data URLs in the message.
@@ -297,7 +290,7 @@ impl Generator {
         for _ in 0..input.n {
             let response = self.client.chat(&request).await?;
             served = Some(response.model.clone()).filter(|m| !m.is_empty());
-            let part = usage_of(response.usage.as_ref());
+            let part = UsageSummary::of(response.usage.as_ref());
             usage.prompt_tokens += part.prompt_tokens;
             usage.completion_tokens += part.completion_tokens;
             usage.cost_usd = Some(usage.cost_usd.unwrap_or(0.0) + part.cost_usd.unwrap_or(0.0));
@@ -367,10 +360,6 @@ impl Attempt {
             started: Instant::now(),
         }
     }
-}
-
-fn usage_of(usage: Option<&Usage>) -> UsageSummary {
-    usage.map(UsageSummary::from).unwrap_or_default()
 }
 
 pub fn check_prompt(model: &str, prompt: &str) -> Result<(), GenerationError> {
