@@ -329,10 +329,17 @@ impl Store for DuckDbStore {
             .await
     }
 
-    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
-        let c = conversation.clone();
+    async fn create_conversation(
+        &self,
+        conversation: &Conversation,
+        messages: &[ChatMessage],
+    ) -> StoreResult<()> {
+        let (c, messages) = (conversation.clone(), messages.to_vec());
         self.conns
-            .write(move |tx| studio::create_conversation(tx, &c))
+            .write(move |tx| {
+                studio::create_conversation(tx, &c)?;
+                studio::add_messages(tx, c.id, &messages, None, c.updated_at)
+            })
             .await
     }
 

@@ -328,8 +328,15 @@ impl Store for PgStore {
         })
     }
 
-    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()> {
-        studio::create_conversation(&self.pool, conversation).await
+    async fn create_conversation(
+        &self,
+        conversation: &Conversation,
+        messages: &[ChatMessage],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        studio::create_conversation(&mut *tx, conversation).await?;
+        studio::add_messages(&mut tx, conversation.id, messages, None, conversation.updated_at).await?;
+        commit(tx, ()).await
     }
 
     async fn conversations(&self, query: &ConversationQuery) -> StoreResult<(Vec<Conversation>, bool)> {

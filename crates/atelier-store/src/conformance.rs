@@ -804,8 +804,17 @@ pub async fn conversations_belong_to_their_user(store: Arc<dyn Store>) {
     let t0 = now() - Duration::minutes(10);
     let first = conversation(ada.id, "first", t0);
     let second = conversation(ada.id, "second", t0 + Duration::minutes(1));
-    store.create_conversation(&first).await.unwrap();
-    store.create_conversation(&second).await.unwrap();
+    store.create_conversation(&first, &[]).await.unwrap();
+    let opening = message(second.id, "user", "first words", second.created_at);
+    store
+        .create_conversation(&second, std::slice::from_ref(&opening))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.messages(second.id).await.unwrap(),
+        [opening],
+        "created with its first message"
+    );
 
     let mut failed = message(first.id, "assistant", "partial ans", t0 + Duration::minutes(3));
     failed.status = MessageStatus::Failed;
@@ -1142,9 +1151,8 @@ pub async fn deleting_a_user_removes_their_content(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let c = conversation(user.id, "c", now());
-    store.create_conversation(&c).await.unwrap();
     store
-        .add_messages(c.id, &[message(c.id, "user", "hi", now())], None, now())
+        .create_conversation(&c, &[message(c.id, "user", "hi", now())])
         .await
         .unwrap();
     let m = media(user.id, MediaKind::Image);

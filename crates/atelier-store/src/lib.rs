@@ -128,7 +128,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- conversations ----
 
-    async fn create_conversation(&self, conversation: &Conversation) -> StoreResult<()>;
+    /// Creates a conversation with its first messages, in one transaction: no
+    /// empty conversation is left behind, and a new chat costs one commit.
+    async fn create_conversation(
+        &self,
+        conversation: &Conversation,
+        messages: &[ChatMessage],
+    ) -> StoreResult<()>;
 
     /// A page of the user's conversations, most recently active first, and whether
     /// more follow.

@@ -337,7 +337,7 @@ impl ChatService {
         validate(&input)?;
         let plan = self.routing.plan(&input.model, Action::Chat, role)?;
         let now = Utc::now();
-        let (conversation, mut history) = match input.conversation_id {
+        let (conversation, mut history, is_new) = match input.conversation_id {
             Some(id) => {
                 let conversation = self
                     .store
@@ -352,7 +352,7 @@ impl ChatService {
                     .filter(|m| m.status == MessageStatus::Complete)
                     .map(|m| Message::new(&m.role, m.content))
                     .collect();
-                (conversation, history)
+                (conversation, history, false)
             }
             None => {
                 let conversation = Conversation {
@@ -363,8 +363,7 @@ impl ChatService {
                     created_at: now,
                     updated_at: now,
                 };
-                self.store.create_conversation(&conversation).await?;
-                (conversation, Vec::new())
+                (conversation, Vec::new(), true)
             }
         };
         let new: Vec<ChatMessage> = input
@@ -381,9 +380,14 @@ impl ChatService {
                 created_at: now,
             })
             .collect();
-        self.store
-            .add_messages(conversation.id, &new, Some(&input.model), now)
-            .await?;
+        // Stored before the upstream is asked, so the question survives a failure.
+        if is_new {
+            self.store.create_conversation(&conversation, &new).await?;
+        } else {
+            self.store
+                .add_messages(conversation.id, &new, Some(&input.model), now)
+                .await?;
+        }
         history.extend(
             input
                 .messages
