@@ -338,7 +338,7 @@ impl Store for DuckDbStore {
         self.conns
             .write(move |tx| {
                 studio::create_conversation(tx, &c)?;
-                studio::add_messages(tx, c.id, &messages, None, c.updated_at)
+                studio::insert_messages(tx, c.id, &messages)
             })
             .await
     }

@@ -132,6 +132,21 @@ pub(crate) fn add_messages(
     model: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    insert_messages(tx, conversation_id, messages)?;
+    tx.execute(
+        "UPDATE conversations SET updated_at = make_timestamp(?), model = coalesce(?, model) WHERE id = ?",
+        duckdb::params![sql::micros(now), model, conversation_id.to_string()],
+    )
+    .map(drop)
+    .map_err(sql::err)
+}
+
+/// The messages alone; the conversation's activity is the caller's to mark.
+pub(crate) fn insert_messages(
+    tx: &Connection,
+    conversation_id: Uuid,
+    messages: &[ChatMessage],
+) -> StoreResult<()> {
     let mut insert = tx
         .prepare_cached(
             "INSERT INTO messages (id, conversation_id, role, content, status, model, error, created_at) \
@@ -152,12 +167,7 @@ pub(crate) fn add_messages(
             ])
             .map_err(sql::err)?;
     }
-    tx.execute(
-        "UPDATE conversations SET updated_at = make_timestamp(?), model = coalesce(?, model) WHERE id = ?",
-        duckdb::params![sql::micros(now), model, conversation_id.to_string()],
-    )
-    .map(drop)
-    .map_err(sql::err)
+    Ok(())
 }
 
 pub(crate) fn rename_conversation(

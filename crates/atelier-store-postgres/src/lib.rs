@@ -335,7 +335,7 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         studio::create_conversation(&mut *tx, conversation).await?;
-        studio::add_messages(&mut tx, conversation.id, messages, None, conversation.updated_at).await?;
+        studio::insert_messages(&mut tx, conversation.id, messages).await?;
         commit(tx, ()).await
     }
 

@@ -133,6 +133,23 @@ pub(crate) async fn add_messages(
     model: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    insert_messages(&mut *tx, conversation_id, messages).await?;
+    sqlx::query("UPDATE conversations SET updated_at = $1, model = coalesce($2, model) WHERE id = $3")
+        .bind(now)
+        .bind(model)
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await
+        .map(drop)
+        .map_err(sql::err)
+}
+
+/// The messages alone; the conversation's activity is the caller's to mark.
+pub(crate) async fn insert_messages(
+    tx: &mut PgConnection,
+    conversation_id: Uuid,
+    messages: &[ChatMessage],
+) -> StoreResult<()> {
     if !messages.is_empty() {
         let mut insert = QueryBuilder::<Postgres>::new(
             "INSERT INTO messages (id, conversation_id, role, content, status, model, error, created_at) ",
@@ -149,14 +166,7 @@ pub(crate) async fn add_messages(
         });
         insert.build().execute(&mut *tx).await.map_err(sql::err)?;
     }
-    sqlx::query("UPDATE conversations SET updated_at = $1, model = coalesce($2, model) WHERE id = $3")
-        .bind(now)
-        .bind(model)
-        .bind(conversation_id)
-        .execute(&mut *tx)
-        .await
-        .map(drop)
-        .map_err(sql::err)
+    Ok(())
 }
 
 pub(crate) async fn rename_conversation(

@@ -320,7 +320,6 @@ impl TestApp {
         (status, parse_sse(&text), text)
     }
 
-    /// Downloads media with a token.
     /// Generates one image with `model` and returns the URL it is served at.
     pub async fn generate_image(&self, token: &str, model: &str, prompt: &str) -> String {
         let reply = self
@@ -335,6 +334,7 @@ impl TestApp {
         reply["images"][0]["url"].as_str().expect("image url").to_owned()
     }
 
+    /// Downloads media with a token.
     pub async fn media(&self, url: &str, token: &str) -> reqwest::Response {
         self.client
             .get(self.url(url))
