@@ -90,6 +90,7 @@ async fn run_only(args: &Args) -> Result<()> {
     let print = |name: &str, value: serde_json::Value| println!("{}", serde_json::json!({ name: value }));
     print("ready_ms", serde_json::json!(ms(ready)));
     print("idle_mib", serde_json::json!(atelier.rss_mib()));
+    print("idle_anon_mib", serde_json::json!(atelier.rss_anon_mib()));
     let mut targets = Targets::new(&mock_url, &base)?;
     targets.sign_in().await?;
     if want("latency") {
@@ -140,7 +141,7 @@ async fn run(args: Args) -> Result<PathBuf> {
     let (atelier, base, ready_existing) =
         start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
     tokio::time::sleep(sizes.settle).await;
-    let idle_mib = atelier.rss_mib();
+    let (idle_mib, idle_anon_mib) = (atelier.rss_mib(), atelier.rss_anon_mib());
 
     let mut targets = Targets::new(&mock_url, &base)?;
     targets.sign_in().await?;
@@ -169,7 +170,7 @@ async fn run(args: Args) -> Result<PathBuf> {
         .map(|s| s.atelier_rss_mib)
         .fold(0.0, f64::max);
     tokio::time::sleep(sizes.settle).await;
-    let after_load_mib = atelier.rss_mib();
+    let (after_load_mib, after_load_anon_mib) = (atelier.rss_mib(), atelier.rss_anon_mib());
     atelier.stop()?;
     drop((mock, slow_mock));
     let _ = std::fs::remove_dir_all(&dir);
@@ -186,8 +187,10 @@ async fn run(args: Args) -> Result<PathBuf> {
         },
         memory: Memory {
             idle_mib,
+            idle_anon_mib,
             under_load_mib: under_load_mib.max(streaming.concurrent.rss_peak_mib),
             after_load_mib,
+            after_load_anon_mib,
         },
         latency_at_concurrency_one: latency,
         fixed_rates,

@@ -26,10 +26,21 @@ impl Proc {
 
     /// Resident memory in MiB (from /proc).
     pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// The anonymous part of the resident memory (heap, stacks): what is not
+    /// mapped from a file such as the binary's code.
+    pub fn rss_anon_mib(&self) -> f64 {
+        self.status_mib("RssAnon:")
+    }
+
+    /// A field of /proc/PID/status given in kB, in MiB.
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .map_or(0.0, |kib| kib / 1024.0)
     }

@@ -81,8 +81,11 @@ impl Machine {
 #[derive(Debug, Serialize)]
 pub struct Memory {
     pub idle_mib: f64,
+    /// Of `idle_mib`, what is not mapped from a file (heap, stacks).
+    pub idle_anon_mib: f64,
     pub under_load_mib: f64,
     pub after_load_mib: f64,
+    pub after_load_anon_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -312,10 +315,12 @@ fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "\n## Memory and start-up\n\nResident: {:.1} MiB idle, {:.1} MiB at peak load, {:.1} MiB after it. Ready in {:.0} ms on a new database, {:.0} ms on an existing one.",
+        "\n## Memory and start-up\n\nResident: {:.1} MiB idle ({:.1} MiB anonymous, the rest mapped from the binary and libraries), {:.1} MiB at peak load, {:.1} MiB after it ({:.1} MiB anonymous). Ready in {:.0} ms on a new database, {:.0} ms on an existing one.",
         r.memory.idle_mib,
+        r.memory.idle_anon_mib,
         r.memory.under_load_mib,
         r.memory.after_load_mib,
+        r.memory.after_load_anon_mib,
         r.startup.ready_fresh_ms,
         r.startup.ready_existing_ms
     );

@@ -17,21 +17,102 @@ pub fn trim_heap() -> bool {
     false
 }
 
+/// Drops this process's page-table entries for its own machine code (the
+/// executable's `r-xp` mappings), so that only code run again afterwards is
+/// resident: start-up runs a great deal that serving never runs again (DuckDB's
+/// catalogue and function registry, migrations, configuration; ADR-0021). The
+/// pages stay in the page cache, shared and clean, and fault back in on their next
+/// use. Returns the bytes of the mappings advised.
+#[cfg(target_os = "linux")]
+pub fn release_code_pages() -> std::io::Result<usize> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut released = 0;
+    for (start, end) in code_mappings(&maps, &exe.to_string_lossy()) {
+        let len = end - start;
+        // SAFETY: the range is a whole mapping the kernel listed as private,
+        // read-only and executable, backed by the program's file. Nothing writes
+        // to it (it is not writable), so each page equals the file's bytes and
+        // MADV_DONTNEED only removes page-table entries; the next instruction
+        // fetched there faults the same bytes back in from the page cache. No Rust
+        // reference points into it.
+        let rc = unsafe { libc::madvise(std::ptr::without_provenance_mut(start), len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        released += len;
+    }
+    Ok(released)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn release_code_pages() -> std::io::Result<usize> {
+    Ok(0)
+}
+
+/// The address ranges of `exe`'s private executable mappings in a
+/// `/proc/PID/maps` listing (`start-end perms offset dev inode path`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn code_mappings(maps: &str, exe: &str) -> Vec<(usize, usize)> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            // offset, device and inode; the path follows after padding.
+            let path = fields.nth(3)?.trim_start();
+            if perms != "r-xp" || path != exe {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            (start < end).then_some((start, end))
+        })
+        .collect()
+}
+
 #[cfg(test)]
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod tests {
-    /// Resident memory of this process, from /proc (statm's second field, in pages).
-    fn resident_bytes() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-        let pages: u64 = statm
-            .split_whitespace()
-            .nth(1)
-            .expect("field")
-            .parse()
-            .expect("number");
-        pages * 4096
+    use super::code_mappings;
+
+    #[test]
+    fn only_the_executables_code_mappings_are_chosen() {
+        let maps = "\
+55d0c0a00000-55d0c1c00000 r--p 00000000 fd:01 1234                       /opt/atelier/bin/atelier
+55d0c1c00000-55d0c4800000 r-xp 01200000 fd:01 1234                       /opt/atelier/bin/atelier
+55d0c4800000-55d0c4a00000 r--p 03e00000 fd:01 1234                       /opt/atelier/bin/atelier
+55d0c4a00000-55d0c4a10000 rw-p 04000000 fd:01 1234                       /opt/atelier/bin/atelier
+55d0c5000000-55d0c5100000 rw-p 00000000 00:00 0                          [heap]
+7f1e2a000000-7f1e2a180000 r-xp 00026000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2b000000-7f1e2b001000 r-xp 00000000 fd:01 77                         /opt/atelier/bin/atelier-old
+7ffd1e9f0000-7ffd1e9f2000 r-xp 00000000 00:00 0                          [vdso]
+";
+        assert_eq!(
+            code_mappings(maps, "/opt/atelier/bin/atelier"),
+            vec![(0x55d0_c1c0_0000, 0x55d0_c480_0000)]
+        );
+        assert!(code_mappings("garbage\n\n", "/opt/atelier/bin/atelier").is_empty());
     }
 
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    /// Anonymous resident memory of this process (the heap among it), from
+    /// /proc: code pages released by a test beside this one do not count.
+    fn resident_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .expect("RssAnon")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .expect("number");
+        kib * 1024
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     /// Many small blocks freed on a thread of their own stay resident in that
     /// thread's arena until trimmed.
     #[test]
@@ -54,5 +135,46 @@ mod tests {
         })
         .join()
         .expect("thread");
+    }
+
+    #[cfg(target_os = "linux")]
+    /// Resident kilobytes of this test binary's executable code mappings, from
+    /// /proc/self/smaps.
+    fn resident_code_kib() -> u64 {
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        let exe = exe.to_string_lossy();
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut in_code = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            if line
+                .split_whitespace()
+                .next()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                in_code = line.contains(" r-xp ") && line.trim_end().ends_with(exe.as_ref());
+            } else if in_code && let Some(rss) = line.strip_prefix("Rss:") {
+                kib += rss
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .expect("Rss");
+            }
+        }
+        kib
+    }
+
+    #[cfg(target_os = "linux")]
+    /// The code run so far stops being resident, and the program runs on.
+    #[test]
+    fn released_code_pages_leave_the_resident_set() {
+        let before = resident_code_kib();
+        assert!(before > 0, "no resident code found");
+        let released = super::release_code_pages().expect("madvise");
+        let after = resident_code_kib();
+        assert!(released > 0, "no code mapping found");
+        // Threads of other tests fault some of their code back in meanwhile.
+        assert!(after < before / 2, "resident code {before} → {after} KiB");
     }
 }

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::service::accounts::Principal;
 use crate::service::budgets::Reservation;
 use crate::service::catalog::{Modality, ModelInfo};
-use crate::service::chat::{ChatEvent, ChatInput, InputMessage, UsageSummary};
+use crate::service::chat::{ChatDone, ChatEvent, ChatInput, InputMessage, UsageSummary};
 use crate::service::keys::Scope;
 
 use super::gate;
@@ -303,22 +303,25 @@ pub async fn stream_response(
 fn sse_event(event: ChatEvent) -> Event {
     let (name, data) = match event {
         ChatEvent::Delta(content) => ("delta", json!({ "content": content })),
-        ChatEvent::Done {
-            message,
-            model,
-            finish_reason,
-            usage,
-        } => (
-            "done",
-            json!({
-                "message": MessageResponse::from(message),
-                "model": model,
-                "finish_reason": finish_reason,
-                "usage": UsageResponse::from(&usage),
-            }),
-        ),
+        ChatEvent::Done(done) => {
+            let ChatDone {
+                message,
+                model,
+                finish_reason,
+                usage,
+            } = *done;
+            (
+                "done",
+                json!({
+                    "message": MessageResponse::from(message),
+                    "model": model,
+                    "finish_reason": finish_reason,
+                    "usage": UsageResponse::from(&usage),
+                }),
+            )
+        }
         ChatEvent::Failed { message_id, error } => {
-            let api = ApiError::from(error);
+            let api = ApiError::from(*error);
             let body =
                 json!({"error": {"code": api.code(), "message": api.message()}, "message_id": message_id});
             ("error", body)

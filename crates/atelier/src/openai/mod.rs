@@ -152,7 +152,7 @@ async fn chat_completions(
         let frame = match event {
             PassEvent::Chunk(raw) => format!("data: {raw}\n\n"),
             // The SDKs raise an error for a chunk that is an error object.
-            PassEvent::Failed(e) => format!("data: {}\n\n", OpenAiError::from(ApiError::from(e)).body()),
+            PassEvent::Failed(e) => format!("data: {}\n\n", OpenAiError::from(ApiError::from(*e)).body()),
         };
         Ok::<_, Infallible>(frame)
     });

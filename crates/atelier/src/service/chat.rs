@@ -92,20 +92,26 @@ pub struct ChatReply {
     pub usage: UsageSummary,
 }
 
-/// What a streaming client receives after the start.
+/// What a streaming client receives after the start. The last two are boxed so
+/// that an event is as small as a delta: the channel allocates its slots 32 at a
+/// time for every open stream (ADR-0021).
 #[derive(Debug)]
 pub enum ChatEvent {
     Delta(String),
-    Done {
-        message: ChatMessage,
-        model: String,
-        finish_reason: Option<String>,
-        usage: UsageSummary,
-    },
+    Done(Box<ChatDone>),
     Failed {
         message_id: Uuid,
-        error: GenerationError,
+        error: Box<GenerationError>,
     },
+}
+
+/// The end of a streamed answer: the stored message and what it cost.
+#[derive(Debug)]
+pub struct ChatDone {
+    pub message: ChatMessage,
+    pub model: String,
+    pub finish_reason: Option<String>,
+    pub usage: UsageSummary,
 }
 
 /// A started stream.
@@ -312,17 +318,20 @@ impl ChatService {
             )
             .await;
         let event = match (ending, stored) {
-            (Ok(()), Ok(message)) => ChatEvent::Done {
+            (Ok(()), Ok(message)) => ChatEvent::Done(Box::new(ChatDone {
                 message,
                 model: served.unwrap_or_else(|| prepared.request.model.clone()),
                 finish_reason,
                 usage,
-            },
+            })),
             (Err(Some(e)), _) => ChatEvent::Failed {
                 message_id,
-                error: e.into(),
+                error: Box::new(e.into()),
             },
-            (_, Err(e)) => ChatEvent::Failed { message_id, error: e },
+            (_, Err(e)) => ChatEvent::Failed {
+                message_id,
+                error: Box::new(e),
+            },
             (Err(None), Ok(_)) => return,
         };
         let _ = tx.send(event).await;
@@ -614,6 +623,15 @@ pub fn excerpt(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every open stream's channel holds its events in blocks of 32 slots, each
+    /// slot the size of the largest event: a delta (a `String`) and a tag.
+    #[test]
+    fn stream_events_are_as_small_as_a_delta() {
+        assert!(size_of::<ChatEvent>() <= 32, "{} bytes", size_of::<ChatEvent>());
+        let pass = size_of::<crate::service::passthrough::PassEvent>();
+        assert!(pass <= 32, "{pass} bytes");
+    }
 
     #[test]
     fn titles_and_excerpts_are_one_short_line() {

@@ -26,8 +26,10 @@ use super::usage::UsageRecorder;
 pub enum PassEvent {
     /// One upstream chunk, its JSON unchanged.
     Chunk(String),
-    /// The stream failed after it had started.
-    Failed(GenerationError),
+    /// The stream failed after it had started. Boxed: the channel's blocks hold 32
+    /// events each, allocated per stream, and an unboxed error would make every
+    /// slot as large as the error (ADR-0021).
+    Failed(Box<GenerationError>),
 }
 
 /// The parts of a whole answer the usage record needs.
@@ -217,7 +219,7 @@ impl Passthrough {
             };
             this.record(&call, status, Some(model), usage.as_ref(), chunks, error).await;
             if let Err(Some(e)) = ending {
-                let _ = tx.send(PassEvent::Failed(e.into())).await;
+                let _ = tx.send(PassEvent::Failed(Box::new(e.into()))).await;
             }
             drop(hold);
         });
