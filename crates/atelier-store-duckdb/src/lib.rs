@@ -66,8 +66,9 @@ pub struct DuckDbStore {
     /// Whether an unfinished video job may exist. The video worker asks for due
     /// jobs every second; without any, that would be a write transaction a second
     /// for nothing. Only this process writes the file (DuckDB's lock), so the flag
-    /// is exact: set when a job is created, recomputed by every claim, both under
-    /// the writer's lock so that neither can overtake the other.
+    /// is exact: read from the file when it opens, set when a job is created,
+    /// recomputed by every claim, the last two under the writer's lock so that
+    /// neither can overtake the other.
     open_jobs: Arc<AtomicBool>,
 }
 
@@ -101,6 +102,11 @@ impl DuckDbStore {
             .migrate()
             .await
             .map_err(|source| OpenError::Migrate { path, source })?;
+        // Known from the start, so that an idle server's first video tick runs no
+        // query (ADR-0021); if this check fails, the first claim finds out.
+        if let Ok(false) = store.conns.read(jobs::any_unfinished).await {
+            store.open_jobs.store(false, Ordering::SeqCst);
+        }
         Ok((store, report))
     }
 

@@ -54,9 +54,9 @@ pub fn start_trimming(tracker: &TaskTracker, stop: CancellationToken) {
 }
 
 fn after_start_up() {
-    match sys::release_code_pages() {
-        Ok(bytes) => tracing::debug!(mib = bytes >> 20, "released start-up code pages"),
-        Err(e) => tracing::warn!(error = %e, "cannot release start-up code pages"),
+    match sys::release_program_pages() {
+        Ok(bytes) => tracing::debug!(mib = bytes >> 20, "released the program's start-up pages"),
+        Err(e) => tracing::warn!(error = %e, "cannot release the program's start-up pages"),
     }
     sys::trim_heap();
 }

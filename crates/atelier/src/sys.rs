@@ -17,25 +17,28 @@ pub fn trim_heap() -> bool {
     false
 }
 
-/// Drops this process's page-table entries for its own machine code (the
-/// executable's `r-xp` mappings), so that only code run again afterwards is
-/// resident: start-up runs a great deal that serving never runs again (DuckDB's
-/// catalogue and function registry, migrations, configuration; ADR-0021). The
-/// pages stay in the page cache, shared and clean, and fault back in on their next
-/// use. Returns the bytes of the mappings advised.
+/// Drops this process's page-table entries for its own program image: the
+/// executable's read-only mappings (code, constants, the relocation tables the
+/// loader read) that still equal the file. Start-up runs a great deal that
+/// serving never runs again (DuckDB's catalogue and function registry,
+/// migrations, configuration; ADR-0021), and the kernel maps code in runs of
+/// pages around each first use, so without this most of the binary stays
+/// resident. The pages stay in the page cache, clean and shared, and fault back in
+/// on their next use. Returns the bytes of the mappings advised.
 #[cfg(target_os = "linux")]
-pub fn release_code_pages() -> std::io::Result<usize> {
+pub fn release_program_pages() -> std::io::Result<usize> {
     let exe = std::fs::read_link("/proc/self/exe")?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = 0;
-    for (start, end) in code_mappings(&maps, &exe.to_string_lossy()) {
+    for (start, end) in clean_program_mappings(&smaps, &exe.to_string_lossy()) {
         let len = end - start;
-        // SAFETY: the range is a whole mapping the kernel listed as private,
-        // read-only and executable, backed by the program's file. Nothing writes
-        // to it (it is not writable), so each page equals the file's bytes and
-        // MADV_DONTNEED only removes page-table entries; the next instruction
-        // fetched there faults the same bytes back in from the page cache. No Rust
-        // reference points into it.
+        // SAFETY: the range is a whole mapping the kernel listed as private, not
+        // writable, backed by the program's file, and without a single
+        // anonymous (copied-on-write) page: every page equals the file's bytes
+        // and none can be written, so MADV_DONTNEED only removes page-table
+        // entries, and the next access faults the same bytes back in from the
+        // page cache. The loader's RELRO data, which it wrote before making it
+        // read-only, has anonymous pages and is never chosen.
         let rc = unsafe { libc::madvise(std::ptr::without_provenance_mut(start), len, libc::MADV_DONTNEED) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
@@ -46,53 +49,89 @@ pub fn release_code_pages() -> std::io::Result<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn release_code_pages() -> std::io::Result<usize> {
+pub fn release_program_pages() -> std::io::Result<usize> {
     Ok(0)
 }
 
-/// The address ranges of `exe`'s private executable mappings in a
-/// `/proc/PID/maps` listing (`start-end perms offset dev inode path`).
+/// The address ranges, in a `/proc/PID/smaps` listing, of `exe`'s private
+/// read-only mappings (`r--p`, `r-xp`) that hold no anonymous page. Each mapping
+/// is a header line (`start-end perms offset dev inode path`) followed by
+/// `Field: value` lines.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn code_mappings(maps: &str, exe: &str) -> Vec<(usize, usize)> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            // offset, device and inode; the path follows after padding.
-            let path = fields.nth(3)?.trim_start();
-            if perms != "r-xp" || path != exe {
-                return None;
+fn clean_program_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
+    let mut chosen = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(anonymous) = line.strip_prefix("Anonymous:") {
+            if let Some(range) = current.take()
+                && anonymous.trim() == "0 kB"
+            {
+                chosen.push(range);
             }
-            let (start, end) = range.split_once('-')?;
-            let start = usize::from_str_radix(start, 16).ok()?;
-            let end = usize::from_str_radix(end, 16).ok()?;
-            (start < end).then_some((start, end))
-        })
-        .collect()
+        } else if line
+            .split(' ')
+            .next()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            current = program_mapping(line, exe);
+        }
+    }
+    chosen
+}
+
+/// The range of a smaps header line if it is a private read-only mapping of `exe`.
+fn program_mapping(header: &str, exe: &str) -> Option<(usize, usize)> {
+    let mut fields = header.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    // offset, device and inode; the path follows after padding.
+    let path = fields.nth(3)?.trim_start();
+    if !matches!(perms, "r--p" | "r-xp") || path != exe {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    (start < end).then_some((start, end))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::code_mappings;
+    use super::clean_program_mappings;
+
+    /// A mapping's header and the fields the choice reads.
+    fn mapping(header: &str, anonymous_kib: u32) -> String {
+        format!(
+            "{header}\nSize:               2048 kB\nRss:                 512 kB\nAnonymous:       {anonymous_kib} kB\nVmFlags: rd mr mw me\n"
+        )
+    }
 
     #[test]
-    fn only_the_executables_code_mappings_are_chosen() {
-        let maps = "\
-55d0c0a00000-55d0c1c00000 r--p 00000000 fd:01 1234                       /opt/atelier/bin/atelier
-55d0c1c00000-55d0c4800000 r-xp 01200000 fd:01 1234                       /opt/atelier/bin/atelier
-55d0c4800000-55d0c4a00000 r--p 03e00000 fd:01 1234                       /opt/atelier/bin/atelier
-55d0c4a00000-55d0c4a10000 rw-p 04000000 fd:01 1234                       /opt/atelier/bin/atelier
-55d0c5000000-55d0c5100000 rw-p 00000000 00:00 0                          [heap]
-7f1e2a000000-7f1e2a180000 r-xp 00026000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6
-7f1e2b000000-7f1e2b001000 r-xp 00000000 fd:01 77                         /opt/atelier/bin/atelier-old
-7ffd1e9f0000-7ffd1e9f2000 r-xp 00000000 00:00 0                          [vdso]
-";
+    fn only_the_programs_clean_read_only_mappings_are_chosen() {
+        let exe = "/opt/atelier/bin/atelier";
+        let smaps = [
+            mapping("55d0c0a00000-55d0c1c00000 r--p 00000000 fd:01 1234                       /opt/atelier/bin/atelier", 0),
+            mapping("55d0c1c00000-55d0c4800000 r-xp 01200000 fd:01 1234                       /opt/atelier/bin/atelier", 0),
+            // RELRO: written by the loader, then made read-only.
+            mapping("55d0c4800000-55d0c4a00000 r--p 03e00000 fd:01 1234                       /opt/atelier/bin/atelier", 1296),
+            mapping("55d0c4a00000-55d0c4a10000 rw-p 04000000 fd:01 1234                       /opt/atelier/bin/atelier", 0),
+            mapping("55d0c5000000-55d0c5100000 rw-p 00000000 00:00 0                          [heap]", 0),
+            mapping("7f1e2a000000-7f1e2a180000 r-xp 00026000 fd:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6", 0),
+            mapping("7f1e2b000000-7f1e2b001000 r-xp 00000000 fd:01 77                         /opt/atelier/bin/atelier-old", 0),
+            mapping("7ffd1e9f0000-7ffd1e9f2000 r-xp 00000000 00:00 0                          [vdso]", 0),
+        ]
+        .concat();
         assert_eq!(
-            code_mappings(maps, "/opt/atelier/bin/atelier"),
-            vec![(0x55d0_c1c0_0000, 0x55d0_c480_0000)]
+            clean_program_mappings(&smaps, exe),
+            vec![
+                (0x55d0_c0a0_0000, 0x55d0_c1c0_0000),
+                (0x55d0_c1c0_0000, 0x55d0_c480_0000)
+            ]
         );
-        assert!(code_mappings("garbage\n\n", "/opt/atelier/bin/atelier").is_empty());
+        // A header without its fields chooses nothing.
+        let header_only = "55d0c1c00000-55d0c4800000 r-xp 01200000 fd:01 1234   /opt/atelier/bin/atelier\n";
+        assert!(clean_program_mappings(header_only, exe).is_empty());
+        assert!(clean_program_mappings("garbage\n\n", exe).is_empty());
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -171,9 +210,9 @@ mod tests {
     fn released_code_pages_leave_the_resident_set() {
         let before = resident_code_kib();
         assert!(before > 0, "no resident code found");
-        let released = super::release_code_pages().expect("madvise");
+        let released = super::release_program_pages().expect("madvise");
         let after = resident_code_kib();
-        assert!(released > 0, "no code mapping found");
+        assert!(released > 0, "no program mapping found");
         // Threads of other tests fault some of their code back in meanwhile.
         assert!(after < before / 2, "resident code {before} → {after} KiB");
     }
