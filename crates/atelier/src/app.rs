@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -544,16 +543,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     App::start_workers(&state).await?;
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
-    let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let graceful = crate::http1::serve(listener, router(state.clone()), async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         trigger.cancel();
     });
     tokio::select! {
-        result = graceful => result?,
+        () = graceful => {}
         () = async { stopping.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
         }

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod dbcopy;
 pub mod error;
+pub mod http1;
 pub mod memory;
 pub mod openai;
 pub mod service;

@@ -1,0 +1,137 @@
+//! The accept loop: every connection is served as HTTP/1.1 by hyper directly.
+//!
+//! `axum::serve` hands each connection to hyper-util's "auto" builder, which reads
+//! the first 24 bytes to tell an HTTP/2 preface from HTTP/1 and gives them back
+//! to hyper on their own. hyper's read buffer then has to grow on the second read
+//! and doubles, so every connection held a 16 KiB read buffer instead of 8 KiB
+//! (heaptrack on 2,000 open streams; ADR-0022). atelier is reached over HTTP/1.1
+//! (browsers, SDKs, reverse proxies; TLS and HTTP/2 end at the proxy), so the
+//! detection bought nothing.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// Serves `router` on `listener` until `shutdown` completes; then stops
+/// accepting, lets every connection finish its in-flight request (idle
+/// keep-alive connections close at once) and returns when all have.
+/// Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    let builder = hyper::server::conn::http1::Builder::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router
+            .clone()
+            .map_request(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                request
+            });
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let closing = closing.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => return log_end(result),
+                () = closing.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            log_end(connection.await);
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    connections.wait().await;
+}
+
+fn log_end(result: hyper::Result<()>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A failed accept: a peer that gave up is nothing; anything else (out of file
+/// descriptors, say) is logged and waited out for a second rather than spun on.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Answers after 300 ms with the peer address the handler was given.
+    async fn slow(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        peer.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_at_shutdown_is_answered_and_then_serving_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(super::serve(
+            listener,
+            Router::new().route("/slow", get(slow)),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: atelier\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).expect("stop");
+
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let peer = client.local_addr().expect("local addr").to_string();
+        assert!(answer.ends_with(&peer), "{answer} should end with {peer}");
+
+        tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .expect("serving ended")
+            .expect("no panic");
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    }
+}
