@@ -8,9 +8,10 @@
 //! trims once after start-up and then once a second while its async workers have
 //! been busy; an idle server never wakes for it.
 //!
-//! After start-up the server also lets go of its resident copy of the code only
-//! start-up ran (ADR-0021): DuckDB's catalogue set-up alone leaves tens of MiB of
-//! machine code resident that serving never runs again.
+//! One second after start-up the server also lets go of its resident copy of the
+//! program pages only start-up used (ADR-0021): DuckDB's catalogue set-up alone
+//! leaves tens of MiB of machine code and constants resident that serving never
+//! touches again.
 
 use std::time::Duration;
 

@@ -80,6 +80,7 @@ fn clean_program_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
 }
 
 /// The range of a smaps header line if it is a private read-only mapping of `exe`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn program_mapping(header: &str, exe: &str) -> Option<(usize, usize)> {
     let mut fields = header.splitn(6, ' ');
     let range = fields.next()?;
