@@ -68,15 +68,20 @@ fn clean_program_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
             {
                 chosen.push(range);
             }
-        } else if line
-            .split(' ')
-            .next()
-            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
-        {
+        } else if is_mapping_header(line) {
             current = program_mapping(line, exe);
         }
     }
     chosen
+}
+
+/// Whether a smaps line starts a mapping (`start-end perms …`) rather than
+/// giving one of its fields (`Name: value`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn is_mapping_header(line: &str) -> bool {
+    line.split(' ')
+        .next()
+        .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
 }
 
 /// The range of a smaps header line if it is a private read-only mapping of `exe`.
@@ -140,16 +145,22 @@ mod tests {
     /// /proc: code pages released by a test beside this one do not count.
     fn resident_bytes() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        let kib: u64 = status
+        let anon = status
             .lines()
             .find_map(|l| l.strip_prefix("RssAnon:"))
-            .expect("RssAnon")
+            .expect("RssAnon");
+        kib_of(anon) * 1024
+    }
+
+    /// A /proc value given in kB (`   1234 kB`).
+    #[cfg(target_os = "linux")]
+    fn kib_of(value: &str) -> u64 {
+        value
             .trim()
             .trim_end_matches("kB")
             .trim()
             .parse()
-            .expect("number");
-        kib * 1024
+            .expect("kB value")
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -178,28 +189,18 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
-    /// Resident kilobytes of this test binary's executable code mappings, from
-    /// /proc/self/smaps.
-    fn resident_code_kib() -> u64 {
+    /// Resident kilobytes of the mappings `release_program_pages` may choose in
+    /// this test binary, from /proc/self/smaps.
+    fn resident_program_kib() -> u64 {
         let exe = std::fs::read_link("/proc/self/exe").expect("exe");
-        let exe = exe.to_string_lossy();
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let mut in_code = false;
+        let mut in_program = false;
         let mut kib = 0;
         for line in smaps.lines() {
-            if line
-                .split_whitespace()
-                .next()
-                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
-            {
-                in_code = line.contains(" r-xp ") && line.trim_end().ends_with(exe.as_ref());
-            } else if in_code && let Some(rss) = line.strip_prefix("Rss:") {
-                kib += rss
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .expect("Rss");
+            if super::is_mapping_header(line) {
+                in_program = super::program_mapping(line, &exe.to_string_lossy()).is_some();
+            } else if in_program && let Some(rss) = line.strip_prefix("Rss:") {
+                kib += kib_of(rss);
             }
         }
         kib
@@ -209,10 +210,10 @@ mod tests {
     /// The code run so far stops being resident, and the program runs on.
     #[test]
     fn released_code_pages_leave_the_resident_set() {
-        let before = resident_code_kib();
+        let before = resident_program_kib();
         assert!(before > 0, "no resident code found");
         let released = super::release_program_pages().expect("madvise");
-        let after = resident_code_kib();
+        let after = resident_program_kib();
         assert!(released > 0, "no program mapping found");
         // Threads of other tests fault some of their code back in meanwhile.
         assert!(after < before / 2, "resident code {before} → {after} KiB");

@@ -346,7 +346,7 @@ impl ChatService {
         validate(&input)?;
         let plan = self.routing.plan(&input.model, Action::Chat, role)?;
         let now = Utc::now();
-        let (conversation, mut history, is_new) = match input.conversation_id {
+        let (conversation, mut history) = match input.conversation_id {
             Some(id) => {
                 let conversation = self
                     .store
@@ -361,7 +361,7 @@ impl ChatService {
                     .filter(|m| m.status == MessageStatus::Complete)
                     .map(|m| Message::new(&m.role, m.content))
                     .collect();
-                (conversation, history, false)
+                (conversation, history)
             }
             None => {
                 let conversation = Conversation {
@@ -372,7 +372,7 @@ impl ChatService {
                     created_at: now,
                     updated_at: now,
                 };
-                (conversation, Vec::new(), true)
+                (conversation, Vec::new())
             }
         };
         let new: Vec<ChatMessage> = input
@@ -390,7 +390,7 @@ impl ChatService {
             })
             .collect();
         // Stored before the upstream is asked, so the question survives a failure.
-        if is_new {
+        if input.conversation_id.is_none() {
             self.store.create_conversation(&conversation, &new).await?;
         } else {
             self.store
