@@ -46,6 +46,11 @@ struct Args {
     /// throughput); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// With `--only`: these rates (requests/s) instead of the standard ones, for
+    /// the fixed-rate scenario and the throughput ladder (which then runs every
+    /// rung instead of stopping at the first that fails).
+    #[arg(long, value_delimiter = ',', requires = "only")]
+    rates: Vec<f64>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -80,7 +85,13 @@ fn ms(d: Duration) -> f64 {
 /// Some scenarios, for an experiment: their results go to standard output as
 /// JSON, and no results file is written.
 async fn run_only(args: &Args) -> Result<()> {
-    let sizes = if args.smoke { SMOKE } else { FULL };
+    let mut sizes = if args.smoke { SMOKE } else { FULL };
+    if !args.rates.is_empty() {
+        let rates: &'static [f64] = Box::leak(args.rates.clone().into_boxed_slice());
+        sizes.rates = rates;
+        sizes.throughput_rates = rates;
+        sizes.whole_ladder = true;
+    }
     let want = |name: &str| args.only.iter().any(|o| o == name);
     let slow = want("throughput");
     let (_mock, mock_url) = start_mock(&args.bin_dir, if slow { SLOW_MOCK_MS } else { 0 }, TOKEN_DELAY_MS)?;

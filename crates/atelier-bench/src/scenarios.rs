@@ -24,6 +24,8 @@ pub struct Sizes {
     pub rate_duration: Duration,
     pub throughput_rates: &'static [f64],
     pub throughput_duration: Duration,
+    /// Climb every rung of the throughput ladder, not only up to the first failure.
+    pub whole_ladder: bool,
     pub stream_samples: usize,
     pub concurrent_streams: usize,
     pub login_duration: Duration,
@@ -39,6 +41,7 @@ pub const FULL: Sizes = Sizes {
         1_000.0, 2_000.0, 2_500.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 8_000.0, 10_000.0,
     ],
     throughput_duration: Duration::from_secs(5),
+    whole_ladder: false,
     stream_samples: 100,
     concurrent_streams: 2_000,
     login_duration: Duration::from_secs(10),
@@ -52,6 +55,7 @@ pub const SMOKE: Sizes = Sizes {
     rate_duration: Duration::from_millis(400),
     throughput_rates: &[50.0, 100.0],
     throughput_duration: Duration::from_millis(400),
+    whole_ladder: false,
     stream_samples: 5,
     concurrent_streams: 20,
     login_duration: Duration::from_millis(500),
@@ -334,10 +338,12 @@ pub async fn throughput(
             step.comparison.added.p99_ms, step.errors, step.achieved_rate
         );
         steps.push(step);
-        if !passed {
+        if passed && best_rate.is_none_or(|best| best < rate) {
+            best_rate = Some(rate);
+        }
+        if !passed && !sizes.whole_ladder {
             break;
         }
-        best_rate = Some(rate);
     }
     Ok(Throughput {
         mock_latency_ms,

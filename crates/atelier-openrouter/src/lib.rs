@@ -15,6 +15,7 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Serialize;
@@ -152,19 +153,19 @@ impl Client {
     /// `POST chat/completions` with `stream: true`. Returns once the upstream has
     /// answered with a stream; failures before that are retried like any request.
     pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
-        self.open_stream(&ChatRequest {
+        self.open_stream(json_bytes(&ChatRequest {
             stream: true,
             ..request.clone()
-        })
+        })?)
         .await
     }
 
-    /// `POST chat/completions` with a body passed through as given (for the
-    /// OpenAI-compatible `/v1`; the caller sets `stream: false`). The answer's
-    /// bytes come back unchanged, once they are known not to be an error.
-    pub async fn chat_raw(&self, body: &serde_json::Value) -> Result<bytes::Bytes> {
+    /// `POST chat/completions` with a JSON body passed through as given (for
+    /// the OpenAI-compatible `/v1`; the caller sets `stream: false`). The
+    /// answer's bytes come back unchanged, once they are known not to be an error.
+    pub async fn chat_raw(&self, body: Bytes) -> Result<Bytes> {
         let deadline = self.deadline();
-        let response = self.post(&self.chat_url, body, deadline).await?;
+        let response = self.post_bytes(&self.chat_url, body, deadline).await?;
         let bytes = read_body(response, deadline).await?;
         check_not_error(&bytes)?;
         Ok(bytes)
@@ -172,13 +173,13 @@ impl Client {
 
     /// Like [`chat_raw`](Self::chat_raw), streaming (the caller sets `stream:
     /// true`); chunks keep their raw JSON.
-    pub async fn chat_stream_json(&self, body: &serde_json::Value) -> Result<ChatStream> {
+    pub async fn chat_stream_raw(&self, body: Bytes) -> Result<ChatStream> {
         self.open_stream(body).await
     }
 
-    async fn open_stream<B: Serialize>(&self, body: &B) -> Result<ChatStream> {
+    async fn open_stream(&self, body: Bytes) -> Result<ChatStream> {
         let deadline = self.deadline();
-        let response = self.post(&self.chat_url, body, deadline).await?;
+        let response = self.post_bytes(&self.chat_url, body, deadline).await?;
         let is_sse = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -260,10 +261,11 @@ impl Client {
     // ---- plumbing ----
 
     async fn post<B: Serialize + ?Sized>(&self, url: &Url, body: &B, deadline: Instant) -> Result<Response> {
-        // Bytes, so a retry's copy is a reference count.
-        let body = bytes::Bytes::from(
-            serde_json::to_vec(body).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?,
-        );
+        self.post_bytes(url, json_bytes(body)?, deadline).await
+    }
+
+    /// Posts a JSON body; `Bytes`, so a retry's copy is a reference count.
+    async fn post_bytes(&self, url: &Url, body: Bytes, deadline: Instant) -> Result<Response> {
         self.execute(
             || {
                 self.authorized(
@@ -348,6 +350,12 @@ impl Client {
     }
 }
 
+fn json_bytes<B: Serialize + ?Sized>(body: &B) -> Result<Bytes> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
+}
+
 fn checked_id(id: &str) -> Result<&str> {
     if !id.is_empty()
         && id.len() <= 128
@@ -376,7 +384,7 @@ fn transport_error(e: &reqwest::Error) -> UpstreamError {
     }
 }
 
-async fn read_body(response: Response, deadline: Instant) -> Result<bytes::Bytes> {
+async fn read_body(response: Response, deadline: Instant) -> Result<Bytes> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, response.bytes()).await {
         Err(_) => Err(UpstreamError::Timeout(TimeoutKind::Total)),

@@ -165,14 +165,23 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The runtime is built as the configuration says, so it is read first.
+    let loaded = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match crate::runtime::build(&loaded.settings.runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    crate::runtime::enter(&loaded.settings.runtime);
+    match runtime.block_on(run(cli, loaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -182,8 +191,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let loaded = config::load(cli.config.as_deref())?;
+async fn run(cli: Cli, loaded: config::Loaded) -> anyhow::Result<()> {
     let settings = loaded.settings;
     let command = cli.command.unwrap_or(Command::Serve { demo: false });
     let serving = matches!(command, Command::Serve { .. });

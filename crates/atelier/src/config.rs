@@ -59,6 +59,7 @@ pub struct Settings {
     /// Take the client address from `X-Forwarded-For` (only behind a reverse proxy you
     /// control; otherwise clients could pick their own address for login throttling).
     pub trust_proxy_headers: bool,
+    pub runtime: RuntimeSettings,
     pub auth: AuthSettings,
     pub upstream: UpstreamSettings,
     pub media: MediaSettings,
@@ -187,6 +188,7 @@ impl Default for Settings {
             admin_password: None,
             public_url: None,
             trust_proxy_headers: false,
+            runtime: RuntimeSettings::default(),
             auth: AuthSettings::default(),
             upstream: UpstreamSettings::default(),
             media: MediaSettings::default(),
@@ -198,6 +200,31 @@ impl Default for Settings {
             routing: RoutingSettings::default(),
             routing_file: PathBuf::from("models.toml"),
             demo: false,
+        }
+    }
+}
+
+/// The threads that serve requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Threads that run the async work (every request passes through one); 0 is
+    /// one per core. Database calls and file reads run on other threads.
+    pub worker_threads: usize,
+    /// The scheduling slice the kernel gives those threads (Linux 6.12 and later;
+    /// `0s` keeps the kernel's default, 0.7 ms times 1 + log2 of the cores). A
+    /// short one lets a request's thread take a core within about that long of
+    /// waking, rather than after whatever else holds the core (a database write,
+    /// another process) has used its slice up. 0.1–100 ms.
+    #[serde(with = "humantime_serde")]
+    pub worker_slice: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            worker_threads: 0,
+            worker_slice: Duration::from_micros(100),
         }
     }
 }
@@ -652,6 +679,12 @@ impl Settings {
         }
         if a.access_token_ttl < Duration::from_secs(1) {
             return invalid("auth.access_token_ttl must be at least 1s".into());
+        }
+        let slice = self.runtime.worker_slice;
+        if !slice.is_zero() && !(Duration::from_micros(100)..=Duration::from_millis(100)).contains(&slice) {
+            return invalid(
+                "runtime.worker_slice must be 0s (the kernel's default) or 100us to 100ms".into(),
+            );
         }
         if self.database_max_connections < 2 {
             return invalid("database_max_connections must be at least 2 (one listens for changes)".into());

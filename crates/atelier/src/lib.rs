@@ -15,6 +15,7 @@ pub mod error;
 pub mod http1;
 pub mod memory;
 pub mod openai;
+pub mod runtime;
 pub mod service;
 pub mod sys;
 pub mod telemetry;

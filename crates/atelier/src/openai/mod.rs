@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
@@ -30,7 +31,9 @@ use crate::auth::extract::AuthUser;
 use crate::error::ApiError;
 use crate::service::accounts::Principal;
 use crate::service::catalog::Modality;
+use crate::service::chat_body::ChatBody;
 use crate::service::generate::{ASPECT_RATIOS, ImageInput};
+use crate::service::generation_error::GenerationError;
 use crate::service::keys::Scope;
 use crate::service::passthrough::PassEvent;
 use crate::service::video::{FrameInput, VideoInput, progress, typical_duration};
@@ -111,27 +114,30 @@ async fn list_models(
 async fn chat_completions(
     State(state): State<AppState>,
     V1User(user): V1User,
-    json: Result<Json<Value>, JsonRejection>,
+    json: Result<Json<Box<RawValue>>, JsonRejection>,
 ) -> Result<Response, OpenAiError> {
-    let body = body(json)?;
-    let model = body["model"].as_str().unwrap_or_default().to_owned();
-    let max_tokens = body["max_completion_tokens"]
-        .as_u64()
-        .or_else(|| body["max_tokens"].as_u64())
-        .and_then(|t| u32::try_from(t).ok());
-    let chars = text_len(&body["messages"]);
+    let body = match json {
+        Ok(Json(raw)) => {
+            ChatBody::parse(&raw).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+        }
+        Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text()).into()),
+    };
+    // A request that cannot be sent is refused before it counts against limits.
+    let model = body
+        .model()
+        .map_err(|e| ApiError::from(GenerationError::Invalid(e.to_string())))?;
     let hold = gate::admit(
         &state,
         &user,
         Scope::Chat,
-        gate::estimate_chat(&state, &model, chars, max_tokens),
+        gate::estimate_chat(&state, &model, body.text_len(), body.max_tokens()),
     )
     .await?;
 
-    if !body["stream"].as_bool().unwrap_or(false) {
+    if !body.streams() {
         let (answer, served) = state
             .passthrough
-            .chat(user.user_id, user.role, body)
+            .chat(user.user_id, user.role, &body)
             .await
             .map_err(ApiError::from)?;
         drop(hold);
@@ -145,7 +151,7 @@ async fn chat_completions(
 
     let (served, events) = state
         .passthrough
-        .chat_stream(user.user_id, user.role, body, hold)
+        .chat_stream(user.user_id, user.role, &body, hold)
         .await
         .map_err(ApiError::from)?;
     let frames = ReceiverStream::new(events).map(|event| {
@@ -166,17 +172,6 @@ async fn chat_completions(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     served_header(&mut response, &served);
     Ok(response)
-}
-
-/// The characters of every string in `value`, for the cost estimate: walking the
-/// tree costs nothing next to serialising a long conversation again per request.
-fn text_len(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.len(),
-        Value::Array(items) => items.iter().map(text_len).sum(),
-        Value::Object(fields) => fields.values().map(text_len).sum(),
-        _ => 0,
-    }
 }
 
 // ---------------------------------------------------------------- images
@@ -414,20 +409,6 @@ async fn video_content(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_len_counts_the_strings_of_a_conversation() {
-        let messages = json!([
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "héllo"}]},
-        ]);
-        let expected = ["system", "Be brief.", "user", "text", "héllo"]
-            .iter()
-            .map(|s| s.len())
-            .sum::<usize>();
-        assert_eq!(text_len(&messages), expected);
-        assert_eq!(text_len(&Value::Null), 0);
-    }
 
     #[test]
     fn sizes_map_to_aspect_ratios() {

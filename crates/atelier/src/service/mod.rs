@@ -8,6 +8,7 @@ pub mod audit;
 pub mod budgets;
 pub mod catalog;
 pub mod chat;
+pub mod chat_body;
 pub mod generate;
 pub mod generation_error;
 pub mod keys;

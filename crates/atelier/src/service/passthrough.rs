@@ -1,5 +1,5 @@
 //! Stateless chat for the OpenAI-compatible `/v1`: the request body goes upstream
-//! as given (every parameter the client set), the answer comes back as the
+//! as given (every parameter the client set; [`ChatBody`]), the answer comes back as the
 //! upstream wrote it, chunk by chunk when streaming. Routing, usage records and
 //! cancellation work as for the studio's chat; nothing is stored but the usage.
 
@@ -10,13 +10,12 @@ use atelier_store::{GenerationKind, GenerationRecord, GenerationStatus, Role, us
 use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::Routing;
-use super::chat::excerpt;
+use super::chat_body::{BodyError, ChatBody};
 use super::generation_error::GenerationError;
 use super::routing::Action;
 use super::usage::UsageRecorder;
@@ -68,30 +67,14 @@ impl Passthrough {
         }
     }
 
-    fn call(user_id: Uuid, body: &Value) -> Result<Call, GenerationError> {
-        let model = body["model"].as_str().filter(|m| !m.trim().is_empty());
-        let Some(model) = model else {
-            return Err(GenerationError::Invalid("model is required".into()));
-        };
-        let messages = body["messages"].as_array().filter(|m| !m.is_empty());
-        let Some(messages) = messages else {
-            return Err(GenerationError::Invalid(
-                "messages must be a non-empty array".into(),
-            ));
-        };
-        let summary = messages
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .map(|m| match &m["content"] {
-                Value::String(s) => excerpt(s, 200),
-                other => excerpt(&other.to_string(), 200),
-            })
-            .unwrap_or_default();
+    fn call(user_id: Uuid, body: &ChatBody) -> Result<Call, GenerationError> {
+        let invalid = |e: BodyError| GenerationError::Invalid(e.to_string());
+        let requested = body.model().map_err(invalid)?;
+        let summary = body.summary().map_err(invalid)?;
         Ok(Call {
             id: Uuid::now_v7(),
             user_id,
-            requested: model.to_owned(),
+            requested,
             summary,
             started: Instant::now(),
         })
@@ -103,11 +86,12 @@ impl Passthrough {
         &self,
         call: &Call,
         role: Role,
-        body: &Value,
+        body: &ChatBody,
+        stream: bool,
         send: F,
     ) -> Result<(T, String), GenerationError>
     where
-        F: Fn(Value) -> Fut,
+        F: Fn(Bytes) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
         let plan = self.routing.plan(&call.requested, Action::Chat, role)?;
@@ -115,9 +99,7 @@ impl Passthrough {
             .routing
             .router
             .run(&plan, |model| {
-                let mut body = body.clone();
-                body["model"] = Value::String(model);
-                let sent = send(body);
+                let sent = send(body.to_upstream(&model, stream));
                 async move { sent.await.map_err(GenerationError::from) }
             })
             .await;
@@ -135,18 +117,12 @@ impl Passthrough {
         &self,
         user_id: Uuid,
         role: Role,
-        mut body: Value,
+        body: &ChatBody,
     ) -> Result<(Bytes, String), GenerationError> {
-        let call = Self::call(user_id, &body)?;
-        body["stream"] = Value::Bool(false);
+        let call = Self::call(user_id, body)?;
         let client = &self.client;
         let (answer, tried) = self
-            .routed(
-                &call,
-                role,
-                &body,
-                |body| async move { client.chat_raw(&body).await },
-            )
+            .routed(&call, role, body, false, |body| client.chat_raw(body))
             .await?;
         // Only what the usage record needs is read; the rest is skipped unbuilt.
         let summary: Answered = serde_json::from_slice(&answer).unwrap_or_default();
@@ -170,17 +146,13 @@ impl Passthrough {
         &self,
         user_id: Uuid,
         role: Role,
-        body: Value,
+        body: &ChatBody,
         hold: H,
     ) -> Result<(String, mpsc::Receiver<PassEvent>), GenerationError> {
-        let call = Self::call(user_id, &body)?;
-        let mut body = body;
-        body["stream"] = Value::Bool(true);
+        let call = Self::call(user_id, body)?;
         let client = &self.client;
         let (mut upstream, served) = self
-            .routed(&call, role, &body, |body| async move {
-                client.chat_stream_json(&body).await
-            })
+            .routed(&call, role, body, true, |body| client.chat_stream_raw(body))
             .await?;
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();

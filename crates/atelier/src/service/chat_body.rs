@@ -1,0 +1,352 @@
+//! A `/v1` chat request, parsed only as deep as atelier needs.
+//!
+//! The client's top-level fields are kept as the raw JSON it sent; what goes
+//! upstream is that JSON with only `model` and `stream` set by atelier, written
+//! by copying the other fields' bytes. The conversation (`messages`), often most
+//! of the body, is never built into a tree: the cost estimate sums its strings'
+//! lengths while scanning it, and the usage summary reads the last user message
+//! alone. A long conversation costs a scan, not an allocation per value.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::chat::excerpt;
+
+/// The top-level fields of a chat request, in the client's order.
+#[derive(Debug)]
+pub struct ChatBody {
+    fields: Vec<(String, Box<RawValue>)>,
+}
+
+/// Why a body is not a chat request atelier can pass on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not a JSON object.
+    NotAnObject,
+    /// `model` missing, empty or not a string.
+    NoModel,
+    /// `messages` missing, empty or not an array.
+    NoMessages,
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BodyError::NotAnObject => "the body must be a JSON object",
+            BodyError::NoModel => "model is required",
+            BodyError::NoMessages => "messages must be a non-empty array",
+        })
+    }
+}
+
+impl ChatBody {
+    /// Splits a JSON object (already known to be valid JSON) into its fields.
+    pub fn parse(json: &RawValue) -> Result<Self, BodyError> {
+        let fields = serde_json::from_str::<Fields>(json.get())
+            .map_err(|_| BodyError::NotAnObject)?
+            .0;
+        Ok(ChatBody { fields })
+    }
+
+    /// The last value given for `name` (JSON's duplicate keys: the last wins, as
+    /// for every common parser).
+    fn get(&self, name: &str) -> Option<&RawValue> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_ref())
+    }
+
+    fn parsed<'a, T: Deserialize<'a>>(&'a self, name: &str) -> Option<T> {
+        serde_json::from_str(self.get(name)?.get()).ok()
+    }
+
+    /// The requested model; `Err` unless it is a non-blank string.
+    pub fn model(&self) -> Result<String, BodyError> {
+        self.parsed::<Cow<'_, str>>("model")
+            .filter(|m| !m.trim().is_empty())
+            .map(Cow::into_owned)
+            .ok_or(BodyError::NoModel)
+    }
+
+    pub fn streams(&self) -> bool {
+        self.parsed::<bool>("stream").unwrap_or(false)
+    }
+
+    /// `max_completion_tokens`, or the older `max_tokens`.
+    pub fn max_tokens(&self) -> Option<u32> {
+        self.parsed::<u64>("max_completion_tokens")
+            .or_else(|| self.parsed::<u64>("max_tokens"))
+            .and_then(|t| u32::try_from(t).ok())
+    }
+
+    /// The messages, each as raw JSON; `Err` unless a non-empty array.
+    fn messages(&self) -> Result<Vec<&RawValue>, BodyError> {
+        self.parsed::<Vec<&RawValue>>("messages")
+            .filter(|m| !m.is_empty())
+            .ok_or(BodyError::NoMessages)
+    }
+
+    /// The bytes of every string in the messages (roles, texts, image URLs), for
+    /// the cost estimate.
+    pub fn text_len(&self) -> usize {
+        self.get("messages").map_or(0, |raw| {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            StringBytes.deserialize(&mut de).unwrap_or(0)
+        })
+    }
+
+    /// The start of the last user message, for the history; `Err` when there are
+    /// no messages to send.
+    pub fn summary(&self) -> Result<String, BodyError> {
+        let messages = self.messages()?;
+        let last_user = messages.iter().rev().find_map(|m| {
+            let message: Message<'_> = serde_json::from_str(m.get()).ok()?;
+            (message.role.as_deref() == Some("user")).then_some(message.content)
+        });
+        Ok(match last_user.flatten() {
+            None => String::new(),
+            Some(content) => match serde_json::from_str::<Cow<'_, str>>(content.get()) {
+                Ok(text) => excerpt(&text, 200),
+                // Parts (text and images): their JSON, as written.
+                Err(_) => excerpt(content.get(), 200),
+            },
+        })
+    }
+
+    /// The body to send upstream: `model` and `stream` as given here, every
+    /// other field as the client wrote it.
+    pub fn to_upstream(&self, model: &str, stream: bool) -> Bytes {
+        let size = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4);
+        let mut out = Vec::with_capacity(size.sum::<usize>() + model.len() + 32);
+        out.extend_from_slice(b"{\"model\":");
+        write_json(&mut out, model);
+        out.extend_from_slice(if stream {
+            b",\"stream\":true"
+        } else {
+            b",\"stream\":false"
+        });
+        for (key, value) in &self.fields {
+            if key != "model" && key != "stream" {
+                out.push(b',');
+                write_json(&mut out, key.as_str());
+                out.push(b':');
+                out.extend_from_slice(value.get().as_bytes());
+            }
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+fn write_json(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+/// One message, as far as the summary needs it.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+/// An object's fields with their values unparsed.
+struct Fields(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(entry);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Sums the lengths of the strings in a JSON value (object keys aside) as the
+/// parser meets them, without building the value.
+struct StringBytes;
+
+impl<'de> DeserializeSeed<'de> for StringBytes {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StringBytes {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<usize, E> {
+        Ok(v.len())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut total = 0;
+        while let Some(n) = seq.next_element_seed(StringBytes)? {
+            total += n;
+        }
+        Ok(total)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut total = 0;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            total += map.next_value_seed(StringBytes)?;
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn body(value: &Value) -> Result<ChatBody, BodyError> {
+        let raw = RawValue::from_string(value.to_string()).expect("raw");
+        ChatBody::parse(&raw)
+    }
+
+    #[test]
+    fn the_upstream_body_is_the_clients_with_model_and_stream_set() {
+        let client = json!({
+            "model": "atelier/chat-default",
+            "messages": [{"role": "user", "content": "héllo \"there\""}],
+            "temperature": 0.2,
+            "stream": true,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            "extra": {"nested": [1, 2, {"deep": null}]},
+        });
+        let b = body(&client).expect("parsed");
+        let sent: Value = serde_json::from_slice(&b.to_upstream("openai/gpt-4o-mini", false)).expect("json");
+        let mut expected = client.clone();
+        expected["model"] = json!("openai/gpt-4o-mini");
+        expected["stream"] = json!(false);
+        assert_eq!(sent, expected);
+        // Keys that need escaping survive the copy.
+        let odd = body(&json!({"model": "m", "messages": [1], "we\"ird\n": "v"})).expect("parsed");
+        let sent: Value = serde_json::from_slice(&odd.to_upstream("m2", true)).expect("json");
+        assert_eq!(
+            sent,
+            json!({"model": "m2", "stream": true, "messages": [1], "we\"ird\n": "v"})
+        );
+    }
+
+    #[test]
+    fn fields_are_read_as_the_client_sent_them() {
+        let b = body(
+            &json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                             "max_tokens": 50, "stream": true}),
+        )
+        .expect("parsed");
+        assert_eq!(b.model(), Ok("m".to_owned()));
+        assert!(b.streams());
+        assert_eq!(b.max_tokens(), Some(50));
+        let newer =
+            body(&json!({"model": "m", "max_completion_tokens": 7, "max_tokens": 50})).expect("parsed");
+        assert_eq!(newer.max_tokens(), Some(7));
+        assert!(!newer.streams());
+
+        assert_eq!(
+            body(&json!({"messages": []})).expect("parsed").model(),
+            Err(BodyError::NoModel)
+        );
+        assert_eq!(
+            body(&json!({"model": "  "})).expect("parsed").model(),
+            Err(BodyError::NoModel)
+        );
+        assert_eq!(
+            body(&json!({"model": 3})).expect("parsed").model(),
+            Err(BodyError::NoModel)
+        );
+        assert_eq!(body(&json!([1, 2])).err(), Some(BodyError::NotAnObject));
+        assert_eq!(body(&json!("text")).err(), Some(BodyError::NotAnObject));
+    }
+
+    #[test]
+    fn the_summary_is_the_last_user_message() {
+        let b = body(&json!({"model": "m", "messages": [
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": "second\n  question"},
+            {"role": "assistant", "content": "another"},
+        ]}))
+        .expect("parsed");
+        assert_eq!(b.summary(), Ok("second question".to_owned()));
+        let raw = r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "look"}]}]}"#;
+        let parts = ChatBody::parse(&RawValue::from_string(raw.into()).expect("raw")).expect("parsed");
+        assert_eq!(
+            parts.summary(),
+            Ok(r#"[{"type": "text", "text": "look"}]"#.to_owned())
+        );
+        let no_user = body(&json!({"model": "m", "messages": [{"role": "system", "content": "s"}]}));
+        assert_eq!(no_user.expect("parsed").summary(), Ok(String::new()));
+        for messages in [json!([]), json!("x"), Value::Null] {
+            let b = body(&json!({"model": "m", "messages": messages})).expect("parsed");
+            assert_eq!(b.summary(), Err(BodyError::NoMessages));
+        }
+    }
+
+    #[test]
+    fn text_len_counts_the_strings_of_a_conversation() {
+        let b = body(&json!({"model": "m", "messages": [
+            {"role": "system", "content": "Be brief.", "weight": 2},
+            {"role": "user", "content": [{"type": "text", "text": "héllo"}]},
+        ]}))
+        .expect("parsed");
+        let expected = ["system", "Be brief.", "user", "text", "héllo"]
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>();
+        assert_eq!(b.text_len(), expected);
+        assert_eq!(body(&json!({"model": "m"})).expect("parsed").text_len(), 0);
+    }
+}
