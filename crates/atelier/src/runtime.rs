@@ -28,6 +28,9 @@ pub fn build(settings: &RuntimeSettings) -> std::io::Result<Runtime> {
     }
     let slice = settings.worker_slice;
     if !slice.is_zero() {
+        // A new thread inherits its creator's slice: the blocking pool's threads
+        // are started by workers, and go back to the kernel's default.
+        builder.on_thread_start(|| set_slice(Duration::ZERO));
         // Only workers park (the blocking pool's threads wait otherwise), and each
         // parks as soon as it starts with nothing to do.
         builder.on_thread_park(move || slice_once(slice));
@@ -48,11 +51,14 @@ thread_local! {
 }
 
 fn slice_once(slice: Duration) {
-    if SLICED.replace(true) {
-        return;
+    if !SLICED.replace(true) {
+        set_slice(slice);
     }
+}
+
+fn set_slice(slice: Duration) {
     if let Err(e) = sys::set_thread_slice(slice) {
         // Best effort: the server works the same with the kernel's default.
-        tracing::debug!(error = %e, "cannot set the scheduling slice of a worker thread");
+        tracing::debug!(error = %e, "cannot set the scheduling slice of a thread");
     }
 }

@@ -61,8 +61,10 @@ pub fn release_program_pages() -> std::io::Result<usize> {
 /// thread that works in short bursts and then waits (an async worker) gets a core
 /// within about `slice` of waking, instead of after whatever other thread holds
 /// it (a database write, a password hash, another process) has run its slice
-/// out. The kernel clamps the slice to 0.1–100 ms; kernels before 6.12 accept and
-/// ignore it. Threads with another policy (real-time, idle) are left as they are.
+/// out. The kernel clamps the slice to 0.1–100 ms; `Duration::ZERO` restores its
+/// default. Kernels before 6.12 accept and ignore it. Threads with another policy
+/// (real-time, idle) are left as they are. A new thread inherits the slice of the
+/// thread that started it.
 #[cfg(target_os = "linux")]
 pub fn set_thread_slice(slice: std::time::Duration) -> std::io::Result<()> {
     /// `struct sched_attr` as of Linux 3.14 (`SCHED_ATTR_SIZE_VER0`, 48 bytes).
@@ -261,9 +263,11 @@ mod tests {
     fn a_thread_can_ask_for_a_short_slice() {
         let default = std::thread::spawn(thread_slice).join().expect("thread");
         let short = std::time::Duration::from_micros(200);
-        let set = std::thread::spawn(move || {
+        let (set, restored) = std::thread::spawn(move || {
             super::set_thread_slice(short).expect("sched_setattr");
-            thread_slice()
+            let set = thread_slice();
+            super::set_thread_slice(std::time::Duration::ZERO).expect("sched_setattr");
+            (set, thread_slice())
         })
         .join()
         .expect("thread");
@@ -272,6 +276,7 @@ mod tests {
             assert_eq!(set, short);
             assert_ne!(default, short);
         }
+        assert_eq!(restored, default);
         assert_eq!(std::thread::spawn(thread_slice).join().expect("thread"), default);
     }
 
