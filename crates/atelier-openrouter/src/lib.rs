@@ -104,6 +104,12 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
+            // Retries are this client's own (`execute`), made only while nothing
+            // has reached the caller; reqwest's would also copy every request for
+            // a replay it never makes.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
+            // An upstream does not send atelier elsewhere (as for polling URLs).
+            .redirect(reqwest::redirect::Policy::none())
             .default_headers(headers)
             .user_agent(concat!("atelier/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -163,12 +169,10 @@ impl Client {
     /// `POST chat/completions` with a JSON body passed through as given (for
     /// the OpenAI-compatible `/v1`; the caller sets `stream: false`). The
     /// answer's bytes come back unchanged, once they are known not to be an error.
-    pub async fn chat_raw(&self, body: Bytes) -> Result<Bytes> {
+    pub async fn chat_raw(&self, body: Bytes) -> Result<RawAnswer> {
         let deadline = self.deadline();
         let response = self.post_bytes(&self.chat_url, body, deadline).await?;
-        let bytes = read_body(response, deadline).await?;
-        check_not_error(&bytes)?;
-        Ok(bytes)
+        RawAnswer::read(read_body(response, deadline).await?)
     }
 
     /// Like [`chat_raw`](Self::chat_raw), streaming (the caller sets `stream:
@@ -401,6 +405,46 @@ async fn read_json<T: DeserializeOwned>(response: Response, deadline: Instant) -
     serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
 }
 
+/// A whole chat answer as the upstream wrote it, and the parts of it atelier
+/// reads for the usage record.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub bytes: Bytes,
+    /// The model that served, if the answer says.
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+impl RawAnswer {
+    /// Tells an answer from an error in a 200 and reads `model` and `usage`, in
+    /// one pass that builds nothing else. A `model` or `usage` of an unexpected
+    /// shape is left out rather than failing an answer the client can use.
+    fn read(bytes: Bytes) -> Result<Self> {
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            error: Option<Box<serde_json::value::RawValue>>,
+            #[serde(default)]
+            choices: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            model: Option<Box<serde_json::value::RawValue>>,
+            #[serde(default)]
+            usage: Option<Box<serde_json::value::RawValue>>,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes)
+            .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
+        if probe.choices.is_none() && probe.error.is_some_and(|e| e.get().starts_with('{')) {
+            // Rare: the whole body is parsed for the error's details.
+            check_not_error(&bytes)?;
+        }
+        Ok(RawAnswer {
+            model: probe.model.and_then(|m| serde_json::from_str(m.get()).ok()),
+            usage: probe.usage.and_then(|u| serde_json::from_str(u.get()).ok()),
+            bytes,
+        })
+    }
+}
+
 /// The top-level fields that tell an error envelope from an answer; the rest of
 /// the body is skipped without being built.
 #[derive(serde::Deserialize)]
@@ -498,5 +542,40 @@ fn provider_detail(message: &str, metadata: Option<&serde_json::Value>) -> Strin
         Some(serde_json::Value::String(raw)) if !raw.is_empty() => format!("{message}: {raw}"),
         Some(raw) if raw.is_object() => format!("{message}: {raw}"),
         _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(json: &str) -> Result<RawAnswer> {
+        RawAnswer::read(Bytes::from(json.to_owned()))
+    }
+
+    #[test]
+    fn a_raw_answer_keeps_its_bytes_and_reads_model_and_usage() {
+        let json = r#"{"id":"g-1","model":"m/served","choices":[{"message":{"content":"hi"}}],
+                       "usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"cost":0.5}}"#;
+        let answer = read(json).expect("answer");
+        assert_eq!(answer.bytes, json.as_bytes());
+        assert_eq!(answer.model.as_deref(), Some("m/served"));
+        let usage = answer.usage.expect("usage");
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens, usage.cost),
+            (3, 2, Some(0.5))
+        );
+    }
+
+    #[test]
+    fn odd_model_or_usage_is_left_out_and_errors_in_a_200_are_errors() {
+        let odd = read(r#"{"model":7,"choices":[],"usage":{"prompt_tokens":"many"}}"#).expect("answer");
+        assert_eq!((odd.model, odd.usage), (None, None));
+        let err = read(r#"{"error":{"code":429,"message":"slow down"},"user_id":"u"}"#).expect_err("error");
+        assert_eq!(err.status(), Some(429));
+        assert!(err.to_string().contains("slow down"), "{err}");
+        // An `error` beside the choices is part of an answer.
+        assert!(read(r#"{"error":{"code":1},"choices":[]}"#).is_ok());
+        assert!(matches!(read("not json"), Err(UpstreamError::InvalidResponse(_))));
     }
 }

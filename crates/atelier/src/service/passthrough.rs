@@ -9,7 +9,6 @@ use atelier_openrouter::{Client, StreamEvent, UpstreamError, Usage};
 use atelier_store::{GenerationKind, GenerationRecord, GenerationStatus, Role, usd_to_nanos};
 use bytes::Bytes;
 use chrono::Utc;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -29,15 +28,6 @@ pub enum PassEvent {
     /// events each, allocated per stream, and an unboxed error would make every
     /// slot as large as the error (ADR-0021).
     Failed(Box<GenerationError>),
-}
-
-/// The parts of a whole answer the usage record needs.
-#[derive(Debug, Default, Deserialize)]
-struct Answered {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<Usage>,
 }
 
 #[derive(Clone)]
@@ -124,20 +114,18 @@ impl Passthrough {
         let (answer, tried) = self
             .routed(&call, role, body, false, |body| client.chat_raw(body))
             .await?;
-        // Only what the usage record needs is read; the rest is skipped unbuilt.
-        let summary: Answered = serde_json::from_slice(&answer).unwrap_or_default();
-        let served = summary.model.filter(|m| !m.is_empty()).unwrap_or(tried);
+        let served = answer.model.filter(|m| !m.is_empty()).unwrap_or(tried);
         let status = GenerationStatus::Succeeded;
         self.record(
             &call,
             status,
             Some(served.clone()),
-            summary.usage.as_ref(),
+            answer.usage.as_ref(),
             0,
             None,
         )
         .await;
-        Ok((answer, served))
+        Ok((answer.bytes, served))
     }
 
     /// Starts a streamed answer; `hold` is kept until it ends. Returns the model
