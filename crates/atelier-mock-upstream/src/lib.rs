@@ -25,6 +25,7 @@
 mod catalog;
 mod chat;
 mod media;
+mod precise;
 mod videos;
 
 use std::collections::HashMap;
@@ -51,7 +52,8 @@ pub struct MockConfig {
     pub api_key: String,
     /// Pause between streamed tokens.
     pub token_delay: Duration,
-    /// Pause before any response (models a slower upstream).
+    /// Pause before any response (models a slower upstream), kept to within
+    /// tens of microseconds (see `precise`).
     pub latency: Duration,
     /// Pause before answering `mock/slow-first-byte`.
     pub slow_first_byte: Duration,
@@ -247,9 +249,7 @@ fn router(mock: Arc<Mock>) -> Router {
 async fn count_and_delay(State(mock): State<Arc<Mock>>, request: Request, next: Next) -> Response {
     let route = format!("{} {}", request.method(), request.uri().path());
     *mock.hits.lock().entry(route).or_default() += 1;
-    if !mock.config.latency.is_zero() {
-        tokio::time::sleep(mock.config.latency).await;
-    }
+    precise::sleep(mock.config.latency).await;
     next.run(request).await
 }
 
