@@ -24,11 +24,15 @@ pub struct Sizes {
     pub rate_duration: Duration,
     pub throughput_rates: &'static [f64],
     pub throughput_duration: Duration,
+    /// Runs of each rung of the ladder; a rung passes if its median run does.
+    pub throughput_runs: usize,
     /// Climb every rung of the throughput ladder, not only up to the first failure.
     pub whole_ladder: bool,
     pub stream_samples: usize,
     pub concurrent_streams: usize,
     pub login_duration: Duration,
+    /// Pairs of chat alone and chat during a login storm.
+    pub storm_pairs: usize,
     pub settle: Duration,
 }
 
@@ -41,10 +45,12 @@ pub const FULL: Sizes = Sizes {
         1_000.0, 2_000.0, 2_500.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 8_000.0, 10_000.0,
     ],
     throughput_duration: Duration::from_secs(5),
+    throughput_runs: 3,
     whole_ladder: false,
     stream_samples: 100,
     concurrent_streams: 2_000,
     login_duration: Duration::from_secs(10),
+    storm_pairs: 3,
     settle: Duration::from_secs(3),
 };
 
@@ -55,10 +61,12 @@ pub const SMOKE: Sizes = Sizes {
     rate_duration: Duration::from_millis(400),
     throughput_rates: &[50.0, 100.0],
     throughput_duration: Duration::from_millis(400),
+    throughput_runs: 1,
     whole_ladder: false,
     stream_samples: 5,
     concurrent_streams: 20,
     login_duration: Duration::from_millis(500),
+    storm_pairs: 1,
     settle: Duration::from_millis(200),
 };
 
@@ -315,29 +323,56 @@ fn sample_rss(pid: u32, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
 #[derive(Debug, Serialize)]
 pub struct Throughput {
     pub mock_latency_ms: u64,
+    /// Every run of every rung, in order.
     pub steps: Vec<AtRate>,
+    pub rungs: Vec<Rung>,
     /// The highest rate with no errors and an added p99 under 1 ms.
     pub best_rate: Option<f64>,
 }
 
-/// Rising rates against a 20 ms mock until a step fails.
+/// One rate of the ladder over its runs.
+#[derive(Debug, Serialize)]
+pub struct Rung {
+    pub rate: f64,
+    /// The added p99 of each run, ms.
+    pub added_p99_ms: Vec<f64>,
+    pub median_added_p99_ms: f64,
+    pub errors: u64,
+    pub passed: bool,
+}
+
+/// Rising rates against a 20 ms mock until a rung fails. On a shared 2-core
+/// machine one 5-second run can land on a burst of the host's own work (a
+/// p99 of tens of milliseconds where the runs beside it had one), so each rung
+/// is run several times and judged by its median run; every run is reported.
 pub async fn throughput(
     t: &Targets,
     atelier: &Proc,
     sizes: &Sizes,
     mock_latency_ms: u64,
 ) -> Result<Throughput> {
-    let mut steps = Vec::new();
-    let mut best_rate = None;
+    let (mut steps, mut rungs, mut best_rate) = (Vec::new(), Vec::new(), None);
     for &rate in sizes.throughput_rates {
-        let step = at_rate(t, atelier, rate, sizes.throughput_duration).await?;
-        let passed =
-            step.errors == 0 && step.comparison.added.p99_ms < 1.0 && step.achieved_rate >= rate * 0.95;
-        eprintln!(
-            "  {rate:>6} req/s: added p99 {:.3} ms, {} errors, achieved {:.0}/s",
-            step.comparison.added.p99_ms, step.errors, step.achieved_rate
-        );
-        steps.push(step);
+        let mut runs = Vec::new();
+        for _ in 0..sizes.throughput_runs.max(1) {
+            runs.push(at_rate(t, atelier, rate, sizes.throughput_duration).await?);
+        }
+        let mut added: Vec<f64> = runs.iter().map(|r| r.comparison.added.p99_ms).collect();
+        let errors = runs.iter().map(|r| r.errors).sum::<u64>();
+        let short = runs.iter().any(|r| r.achieved_rate < rate * 0.95);
+        let mut sorted = added.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let passed = errors == 0 && !short && median < 1.0;
+        eprintln!("  {rate:>6} req/s: added p99 {added:.3?} ms (median {median:.3}), {errors} errors");
+        steps.append(&mut runs);
+        rungs.push(Rung {
+            rate,
+            added_p99_ms: std::mem::take(&mut added),
+            median_added_p99_ms: median,
+            errors,
+            passed,
+        });
         if passed && best_rate.is_none_or(|best| best < rate) {
             best_rate = Some(rate);
         }
@@ -348,6 +383,7 @@ pub async fn throughput(
     Ok(Throughput {
         mock_latency_ms,
         steps,
+        rungs,
         best_rate,
     })
 }
@@ -500,14 +536,26 @@ pub struct Logins {
     pub logins_per_second: f64,
     pub login_p99_ms: f64,
     pub login_errors: u64,
-    /// Chat at a steady rate alone, then during a login storm.
+    /// Chat at a steady rate alone, then during a login storm, in pairs.
     pub chat_rate: f64,
-    pub chat_alone: Percentiles,
-    pub chat_during_storm: Percentiles,
+    pub pairs: Vec<StormPair>,
+    /// The medians of the pairs' p99s.
+    pub chat_alone_p99_ms: f64,
+    pub chat_during_storm_p99_ms: f64,
     pub chat_errors: u64,
     pub p99_ratio: f64,
 }
 
+/// Chat alone, then the same chat during a login storm.
+#[derive(Debug, Serialize)]
+pub struct StormPair {
+    pub alone: Percentiles,
+    pub during_storm: Percentiles,
+}
+
+/// Login throughput alone, then chat alone and during a storm, in pairs: a
+/// p99 from one 10-second run moves with the host's own bursts of work by as
+/// much as the storm moves it, so the ratio is of the medians of the pairs.
 pub async fn logins(t: &Targets, sizes: &Sizes) -> Result<Logins> {
     let login_sender = || {
         let (client, atelier) = (t.client.clone(), t.atelier.clone());
@@ -524,22 +572,33 @@ pub async fn logins(t: &Targets, sizes: &Sizes) -> Result<Logins> {
     let storm_alone = closed_loop(4, sizes.login_duration, 100_000, login_sender()).await;
     // Enough samples for a p99 that is not one outlier: 2,000 per run.
     let chat_rate = 200.0;
-    let alone = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
-    let storm = tokio::spawn(closed_loop(8, sizes.login_duration, 100_000, login_sender()));
-    let during = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
-    let storm = storm.await?;
-    let (alone_p, during_p) = (
-        Percentiles::of(&alone.latencies),
-        Percentiles::of(&during.latencies),
-    );
+    let (mut pairs, mut chat_errors, mut login_errors) = (Vec::new(), 0, storm_alone.errors);
+    for _ in 0..sizes.storm_pairs.max(1) {
+        let alone = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
+        let storm = tokio::spawn(closed_loop(8, sizes.login_duration, 100_000, login_sender()));
+        let during = open_loop(chat_rate, sizes.login_duration, 1_024, sender(t, Path::V1Jwt)).await;
+        login_errors += storm.await?.errors;
+        chat_errors += alone.errors + during.errors;
+        pairs.push(StormPair {
+            alone: Percentiles::of(&alone.latencies),
+            during_storm: Percentiles::of(&during.latencies),
+        });
+    }
+    let median = |pick: fn(&StormPair) -> f64| {
+        let mut values: Vec<f64> = pairs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (alone_p99, during_p99) = (median(|p| p.alone.p99_ms), median(|p| p.during_storm.p99_ms));
     Ok(Logins {
         logins_per_second: storm_alone.rate(),
         login_p99_ms: Percentiles::of(&storm_alone.latencies).p99_ms,
-        login_errors: storm_alone.errors + storm.errors,
+        login_errors,
         chat_rate,
-        chat_alone: alone_p,
-        chat_during_storm: during_p,
-        chat_errors: alone.errors + during.errors,
-        p99_ratio: during_p.p99_ms / alone_p.p99_ms.max(1e-9),
+        chat_alone_p99_ms: alone_p99,
+        chat_during_storm_p99_ms: during_p99,
+        pairs,
+        chat_errors,
+        p99_ratio: during_p99 / alone_p99.max(1e-9),
     })
 }

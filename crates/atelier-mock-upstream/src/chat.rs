@@ -260,7 +260,7 @@ async fn pause(tx: &mpsc::Sender<String>, delay: Duration) -> Result<(), Gone> {
         return Ok(());
     }
     tokio::select! {
-        () = tokio::time::sleep(delay) => Ok(()),
+        () = crate::precise::sleep(delay) => Ok(()),
         () = tx.closed() => Err(Gone),
     }
 }

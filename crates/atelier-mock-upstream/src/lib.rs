@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 pub struct MockConfig {
     /// The only key accepted as `Authorization: Bearer …`.
     pub api_key: String,
-    /// Pause between streamed tokens.
+    /// Pause between streamed tokens (kept as precisely as `latency`).
     pub token_delay: Duration,
     /// Pause before any response (models a slower upstream), kept to within
     /// tens of microseconds (see `precise`).
