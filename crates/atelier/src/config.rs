@@ -211,20 +211,21 @@ pub struct RuntimeSettings {
     /// Threads that run the async work (every request passes through one); 0 is
     /// one per core. Database calls and file reads run on other threads.
     pub worker_threads: usize,
-    /// The scheduling slice the kernel gives those threads (Linux 6.12 and later;
-    /// `0s` keeps the kernel's default, 0.7 ms times 1 + log2 of the cores). A
-    /// short one lets a request's thread take a core within about that long of
-    /// waking, rather than after whatever else holds the core (a database write,
-    /// another process) has used its slice up. 0.1–100 ms.
+    /// The scheduling slice atelier's threads ask the kernel for (Linux 6.12 and
+    /// later; `0s` keeps the kernel's default, 0.7 ms times 1 + log2 of the
+    /// cores). A short one lets a thread that wakes take a core within about that
+    /// long, rather than after whatever holds it (a database write, another
+    /// process) has used its slice up, and makes atelier's own long work (the
+    /// usage writer's batches) give way as quickly. 0.1–100 ms.
     #[serde(with = "humantime_serde")]
-    pub worker_slice: Duration,
+    pub thread_slice: Duration,
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
             worker_threads: 0,
-            worker_slice: Duration::from_micros(100),
+            thread_slice: Duration::from_micros(100),
         }
     }
 }
@@ -680,10 +681,10 @@ impl Settings {
         if a.access_token_ttl < Duration::from_secs(1) {
             return invalid("auth.access_token_ttl must be at least 1s".into());
         }
-        let slice = self.runtime.worker_slice;
+        let slice = self.runtime.thread_slice;
         if !slice.is_zero() && !(Duration::from_micros(100)..=Duration::from_millis(100)).contains(&slice) {
             return invalid(
-                "runtime.worker_slice must be 0s (the kernel's default) or 100us to 100ms".into(),
+                "runtime.thread_slice must be 0s (the kernel's default) or 100us to 100ms".into(),
             );
         }
         if self.database_max_connections < 2 {

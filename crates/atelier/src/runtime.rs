@@ -4,14 +4,14 @@
 //! Every request is parsed, checked, relayed and answered by the async workers
 //! in bursts of tens of microseconds, and each worker serves many connections:
 //! a worker kept off a core is a pause for all of them. Database calls, file
-//! reads and password hashes run on other threads in long stretches. On a busy
-//! machine a woken worker used to wait for such a thread (or another process) to
-//! use up its slice, up to 1.4 ms on 2 cores (`perf sched timehist`: the
-//! delays lined up with the usage writer's flushes). The workers therefore ask
-//! for a short slice (`runtime.worker_slice`), which lets them preempt a longer
-//! one as they wake (ADR-0023).
+//! reads and password hashes run on the blocking pool in long stretches. On a
+//! busy machine a woken worker used to wait for such a thread (or another
+//! process) to use up its slice, up to 1.4 ms on 2 cores (`perf sched
+//! timehist`: the delays lined up with the usage writer's flushes). Every
+//! thread of the runtime therefore asks for a short slice
+//! (`runtime.thread_slice`): a waking worker preempts what runs, and the usage
+//! writer's batch gives a core back within that long (ADR-0023).
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -26,33 +26,20 @@ pub fn build(settings: &RuntimeSettings) -> std::io::Result<Runtime> {
     if settings.worker_threads > 0 {
         builder.worker_threads(settings.worker_threads);
     }
-    let slice = settings.worker_slice;
+    let slice = settings.thread_slice;
     if !slice.is_zero() {
-        // A new thread inherits its creator's slice: the blocking pool's threads
-        // are started by workers, and go back to the kernel's default.
-        builder.on_thread_start(|| set_slice(Duration::ZERO));
-        // Only workers park (the blocking pool's threads wait otherwise), and each
-        // parks as soon as it starts with nothing to do.
-        builder.on_thread_park(move || slice_once(slice));
+        // Every thread of the runtime: the workers, and the blocking pool's,
+        // whose database work is what the others waited behind.
+        builder.on_thread_start(move || set_slice(slice));
     }
     builder.build()
 }
 
 /// The thread that drives the runtime from outside (`block_on`: the accept loop
-/// and shutdown) gets the workers' slice too.
+/// and shutdown) gets the same slice.
 pub fn enter(settings: &RuntimeSettings) {
-    if !settings.worker_slice.is_zero() {
-        slice_once(settings.worker_slice);
-    }
-}
-
-thread_local! {
-    static SLICED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn slice_once(slice: Duration) {
-    if !SLICED.replace(true) {
-        set_slice(slice);
+    if !settings.thread_slice.is_zero() {
+        set_slice(settings.thread_slice);
     }
 }
 
