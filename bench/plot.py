@@ -62,6 +62,12 @@ ax.grid(alpha=0.3)
 twin = ax.twinx()
 twin.plot(rates, [s["achieved_rate"] for s in steps], "s", color="C2", alpha=0.5, label="achieved req/s")
 twin.set_ylabel("achieved req/s")
+# From zero, so that achieved and offered read against each other even when the
+# ladder stopped at its first rung (matplotlib would zoom into a few req/s).
+twin.set_ylim(0, max(rates) * 1.15)
+ax.set_ylim(0, max(1.2, max(s["comparison"]["added"]["p99_ms"] for s in steps) * 1.15))
+ax.set_xlim(min(rates) * 0.8, max(rates) * 1.2)
+ax.legend(fontsize=7, loc="lower left")
 for extra in axes[len(panels) + 1 :]:
     extra.axis("off")
 
