@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::http1::{ConnPool, Prepared};
 use crate::load::{Outcome, closed_loop, open_loop};
 use crate::procs::{ADMIN_EMAIL, ADMIN_PASSWORD, MOCK_KEY, Proc};
-use crate::stats::{Comparison, Percentiles};
+use crate::stats::{self, Comparison, Percentiles};
 
 /// How much load each scenario sends: the full run, or a smoke run that only
 /// checks the bench works.
@@ -357,18 +357,16 @@ pub async fn throughput(
         for _ in 0..sizes.throughput_runs.max(1) {
             runs.push(at_rate(t, atelier, rate, sizes.throughput_duration).await?);
         }
-        let mut added: Vec<f64> = runs.iter().map(|r| r.comparison.added.p99_ms).collect();
+        let added: Vec<f64> = runs.iter().map(|r| r.comparison.added.p99_ms).collect();
         let errors = runs.iter().map(|r| r.errors).sum::<u64>();
         let short = runs.iter().any(|r| r.achieved_rate < rate * 0.95);
-        let mut sorted = added.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
+        let median = stats::median(&added);
         let passed = errors == 0 && !short && median < 1.0;
         eprintln!("  {rate:>6} req/s: added p99 {added:.3?} ms (median {median:.3}), {errors} errors");
         steps.append(&mut runs);
         rungs.push(Rung {
             rate,
-            added_p99_ms: std::mem::take(&mut added),
+            added_p99_ms: added,
             median_added_p99_ms: median,
             errors,
             passed,
@@ -584,12 +582,11 @@ pub async fn logins(t: &Targets, sizes: &Sizes) -> Result<Logins> {
             during_storm: Percentiles::of(&during.latencies),
         });
     }
-    let median = |pick: fn(&StormPair) -> f64| {
-        let mut values: Vec<f64> = pairs.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let (alone_p99, during_p99) = (median(|p| p.alone.p99_ms), median(|p| p.during_storm.p99_ms));
+    let median_of = |pick: fn(&StormPair) -> f64| stats::median(&pairs.iter().map(pick).collect::<Vec<_>>());
+    let (alone_p99, during_p99) = (
+        median_of(|p| p.alone.p99_ms),
+        median_of(|p| p.during_storm.p99_ms),
+    );
     Ok(Logins {
         logins_per_second: storm_alone.rate(),
         login_p99_ms: Percentiles::of(&storm_alone.latencies).p99_ms,

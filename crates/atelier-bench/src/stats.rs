@@ -50,6 +50,14 @@ impl Percentiles {
     }
 }
 
+/// The middle of `values` (of an even count, the upper of the two middles); 0
+/// for none. How a rung of repeated runs, or a series of pairs, is judged.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// The same requests straight to the mock and through atelier.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Comparison {
@@ -98,6 +106,13 @@ mod tests {
         let one = Percentiles::of(&[Duration::from_millis(3)]);
         assert_eq!((one.p50_ms, one.p999_ms), (3.0, 3.0));
         assert_eq!(Percentiles::of(&[]).count, 0);
+    }
+
+    #[test]
+    fn the_median_of_runs() {
+        assert_eq!(median(&[1.4, 0.7, 1.1]), 1.1);
+        assert_eq!(median(&[2.0, 1.0]), 2.0);
+        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]

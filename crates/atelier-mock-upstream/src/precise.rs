@@ -13,8 +13,7 @@
 //! condition variable's timed wait: the kernel's high-resolution timers), then
 //! wakes every sleeper that is due.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -35,35 +34,10 @@ pub(crate) async fn sleep(delay: Duration) {
     let _ = woken.await;
 }
 
-struct Sleeper {
-    at: Instant,
-    seq: u64,
-    wake: oneshot::Sender<()>,
-}
-
-impl PartialEq for Sleeper {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Sleeper {}
-
-impl PartialOrd for Sleeper {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Sleeper {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
+/// The sleepers by deadline; the sequence number keeps equal deadlines apart.
 #[derive(Default)]
 struct Queue {
-    due: BinaryHeap<Reverse<Sleeper>>,
+    due: BTreeMap<(Instant, u64), oneshot::Sender<()>>,
     next_seq: u64,
 }
 
@@ -90,10 +64,13 @@ static TIMERS: LazyLock<&'static Timers> = LazyLock::new(|| {
 impl Timers {
     fn add(&self, at: Instant, wake: oneshot::Sender<()>) {
         let mut queue = self.queue.lock();
-        let earlier = queue.due.peek().is_none_or(|first| at < first.0.at);
+        let earlier = queue
+            .due
+            .first_key_value()
+            .is_none_or(|(&(first, _), _)| at < first);
         let seq = queue.next_seq;
         queue.next_seq += 1;
-        queue.due.push(Reverse(Sleeper { at, seq, wake }));
+        queue.due.insert((at, seq), wake);
         if earlier {
             self.changed.notify_one();
         }
@@ -103,13 +80,13 @@ impl Timers {
         let mut queue = self.queue.lock();
         loop {
             let now = Instant::now();
-            while queue.due.peek().is_some_and(|first| first.0.at <= now + COALESCE) {
-                if let Some(Reverse(sleeper)) = queue.due.pop() {
-                    // A sleeper that stopped waiting (its request was dropped) is gone.
-                    let _ = sleeper.wake.send(());
-                }
+            while let Some(entry) = queue.due.first_entry()
+                && entry.key().0 <= now + COALESCE
+            {
+                // A sleeper that stopped waiting (its request was dropped) is gone.
+                let _ = entry.remove().send(());
             }
-            match queue.due.peek().map(|first| first.0.at) {
+            match queue.due.first_key_value().map(|(&(at, _), _)| at) {
                 Some(at) => {
                     self.changed.wait_until(&mut queue, at);
                 }

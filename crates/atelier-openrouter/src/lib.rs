@@ -20,6 +20,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 use url::Url;
 
@@ -417,58 +418,62 @@ pub struct RawAnswer {
 
 impl RawAnswer {
     /// Tells an answer from an error in a 200 and reads `model` and `usage`, in
-    /// one pass that builds nothing else. A `model` or `usage` of an unexpected
+    /// the one pass [`Envelope`] makes. A `model` or `usage` of an unexpected
     /// shape is left out rather than failing an answer the client can use.
     fn read(bytes: Bytes) -> Result<Self> {
-        #[derive(serde::Deserialize)]
-        struct Probe {
-            #[serde(default)]
-            error: Option<Box<serde_json::value::RawValue>>,
-            #[serde(default)]
-            choices: Option<serde::de::IgnoredAny>,
-            #[serde(default)]
-            model: Option<Box<serde_json::value::RawValue>>,
-            #[serde(default)]
-            usage: Option<Box<serde_json::value::RawValue>>,
-        }
-        let probe: Probe = serde_json::from_slice(&bytes)
-            .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
-        if probe.choices.is_none() && probe.error.is_some_and(|e| e.get().starts_with('{')) {
-            // Rare: the whole body is parsed for the error's details.
-            check_not_error(&bytes)?;
-        }
+        let envelope = Envelope::of(&bytes)?;
         Ok(RawAnswer {
-            model: probe.model.and_then(|m| serde_json::from_str(m.get()).ok()),
-            usage: probe.usage.and_then(|u| serde_json::from_str(u.get()).ok()),
+            model: envelope.model.and_then(|m| serde_json::from_str(m.get()).ok()),
+            usage: envelope.usage.and_then(|u| serde_json::from_str(u.get()).ok()),
             bytes,
         })
     }
 }
 
-/// The top-level fields that tell an error envelope from an answer; the rest of
-/// the body is skipped without being built.
+/// The top-level fields that tell an error envelope from an answer, and the two
+/// a chat answer's usage record needs; the rest of the body is skipped without
+/// being built.
 #[derive(serde::Deserialize)]
 struct Envelope {
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    error: Option<Box<RawValue>>,
     #[serde(default)]
     choices: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     data: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    model: Option<Box<RawValue>>,
+    #[serde(default)]
+    usage: Option<Box<RawValue>>,
 }
 
-/// Fails for a body that is not JSON or is an error inside a 200. An error
-/// envelope has an error *object*; a failed video job has an `error` string
-/// beside its other fields, and is a valid answer.
-fn check_not_error(bytes: &[u8]) -> Result<()> {
-    let envelope: Envelope = serde_json::from_slice(bytes)
-        .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
-    match envelope.error {
-        Some(error) if error.is_object() && envelope.choices.is_none() && envelope.data.is_none() => Err(
-            error_from_body(&serde_json::json!({ "error": error }), None, None),
-        ),
-        _ => Ok(()),
+impl Envelope {
+    /// Fails for a body that is not JSON or is an error inside a 200. An error
+    /// envelope has an error *object*; a failed video job has an `error` string
+    /// beside its other fields, and is a valid answer.
+    fn of(bytes: &[u8]) -> Result<Self> {
+        let envelope: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
+        match &envelope.error {
+            Some(error)
+                if error.get().starts_with('{') && envelope.choices.is_none() && envelope.data.is_none() =>
+            {
+                // Rare: only now is the error built, for its details.
+                let error: serde_json::Value = serde_json::from_str(error.get())
+                    .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+                Err(error_from_body(
+                    &serde_json::json!({ "error": error }),
+                    None,
+                    None,
+                ))
+            }
+            _ => Ok(envelope),
+        }
     }
+}
+
+fn check_not_error(bytes: &[u8]) -> Result<()> {
+    Envelope::of(bytes).map(drop)
 }
 
 /// `base` + `/` + `path`.
