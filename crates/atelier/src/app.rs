@@ -203,7 +203,11 @@ impl App {
             .await
             .map_err(|e| setup("budgets", e.into()))?,
         );
-        let usage = UsageRecorder::start(Arc::clone(&store), Arc::clone(&budgets));
+        let usage = UsageRecorder::start(
+            Arc::clone(&store),
+            Arc::clone(&budgets),
+            settings.runtime.usage_write_interval,
+        );
         let keys = Arc::new(
             ApiKeys::load(Arc::clone(&store), audit)
                 .await

@@ -219,6 +219,14 @@ pub struct RuntimeSettings {
     /// usage writer's batches) give way as quickly. 0.1–100 ms.
     #[serde(with = "humantime_serde")]
     pub thread_slice: Duration,
+    /// How long usage records wait in memory before they are written together
+    /// (sooner once 2,048 are waiting). Each write has a fixed cost (with DuckDB,
+    /// a transaction and an appender, computed on atelier's own cores), so fewer,
+    /// larger writes cost less; what is still waiting is written at shutdown, and
+    /// the history writes it before reading. Budgets count spend at once, in
+    /// memory. 10 ms–1 min.
+    #[serde(with = "humantime_serde")]
+    pub usage_write_interval: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -226,6 +234,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             worker_threads: 0,
             thread_slice: Duration::from_micros(100),
+            usage_write_interval: Duration::from_millis(200),
         }
     }
 }
@@ -687,6 +696,10 @@ impl Settings {
                 "runtime.thread_slice must be 0s (the kernel's default) or 100us to 100ms".into(),
             );
         }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.runtime.usage_write_interval)
+        {
+            return invalid("runtime.usage_write_interval must be 10ms to 1min".into());
+        }
         if self.database_max_connections < 2 {
             return invalid("database_max_connections must be at least 2 (one listens for changes)".into());
         }
@@ -823,6 +836,10 @@ mod tests {
 
         let err = load_from(None, env(&[("ATELIER_AUTH__LEEWAY", "1m")])).expect_err("leeway");
         assert!(err.to_string().contains("30s"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_RUNTIME__USAGE_WRITE_INTERVAL", "0s")]))
+            .expect_err("usage written in a busy loop");
+        assert!(err.to_string().contains("usage_write_interval"), "{err}");
 
         let err =
             load_from(None, env(&[("ATELIER_AUTH__ARGON2_MEMORY_KIB", "1024")])).expect_err("weak argon2");

@@ -43,6 +43,12 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             },
             () = &mut shutdown => break,
         };
+        // Small writes (a stream's events, a response's last bytes) go out at once
+        // instead of waiting for the peer's acknowledgement of the previous one,
+        // which a client's delayed ACK can hold back for 40 ms.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot disable Nagle's algorithm on a connection");
+        }
         let service = router
             .clone()
             .map_request(move |request: hyper::Request<Incoming>| {

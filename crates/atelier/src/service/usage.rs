@@ -2,8 +2,9 @@
 //!
 //! Recording must cost the request nothing measurable: a record is pushed onto a
 //! shared list under a short lock, with no task to wake, and one background task
-//! writes the list every 200 ms (or as soon as it holds a full batch) with one
-//! appender commit. When the list is full callers wait rather than drop records:
+//! writes the list every `runtime.usage_write_interval` (or as soon as it holds a
+//! full batch) with one appender commit: a write's fixed cost (a transaction, an
+//! appender) is most of it, so fewer, larger writes cost less. When the list is full callers wait rather than drop records:
 //! usage is billing data. Readers that must see their own writes (the history)
 //! call [`UsageRecorder::flush`] first; shutdown calls [`UsageRecorder::close`].
 
@@ -19,9 +20,8 @@ use super::budgets::Budgets;
 
 /// Records held before callers wait.
 const QUEUE: usize = 10_000;
-/// Records that make the writer start at once.
-const BATCH: usize = 500;
-const INTERVAL: Duration = Duration::from_millis(200);
+/// Records that make the writer start at once: DuckDB appends in chunks of 2,048.
+const BATCH: usize = 2_048;
 
 struct Shared {
     store: Arc<dyn Store>,
@@ -44,7 +44,7 @@ pub struct UsageRecorder {
 
 impl UsageRecorder {
     /// Starts the writer task; it runs until [`close`](Self::close).
-    pub fn start(store: Arc<dyn Store>, budgets: Arc<Budgets>) -> Self {
+    pub fn start(store: Arc<dyn Store>, budgets: Arc<Budgets>, interval: Duration) -> Self {
         let shared = Arc::new(Shared {
             store,
             pending: Mutex::new(Vec::with_capacity(BATCH)),
@@ -53,7 +53,7 @@ impl UsageRecorder {
             writing: tokio::sync::Mutex::new(()),
             closed: CancellationToken::new(),
         });
-        tokio::spawn(write_loop(Arc::clone(&shared)));
+        tokio::spawn(write_loop(Arc::clone(&shared), interval));
         UsageRecorder { shared, budgets }
     }
 
@@ -91,8 +91,8 @@ impl UsageRecorder {
     }
 }
 
-async fn write_loop(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(INTERVAL);
+async fn write_loop(shared: Arc<Shared>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
