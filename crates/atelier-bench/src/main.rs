@@ -87,9 +87,8 @@ fn ms(d: Duration) -> f64 {
 async fn run_only(args: &Args) -> Result<()> {
     let mut sizes = if args.smoke { SMOKE } else { FULL };
     if !args.rates.is_empty() {
-        let rates: &'static [f64] = Box::leak(args.rates.clone().into_boxed_slice());
-        sizes.rates = rates;
-        sizes.throughput_rates = rates;
+        sizes.rates = args.rates.clone().into();
+        sizes.throughput_rates = args.rates.clone().into();
         sizes.whole_ladder = true;
     }
     let want = |name: &str| args.only.iter().any(|o| o == name);
@@ -111,7 +110,7 @@ async fn run_only(args: &Args) -> Result<()> {
         );
     }
     if want("rates") {
-        for &rate in sizes.rates {
+        for &rate in sizes.rates.iter() {
             let step = scenarios::at_rate(&targets, &atelier, rate, sizes.rate_duration).await?;
             print("rate", serde_json::to_value(step)?);
         }
@@ -161,7 +160,7 @@ async fn run(args: Args) -> Result<PathBuf> {
     let latency = scenarios::latency_at_concurrency_one(&targets, &sizes).await?;
     eprintln!("fixed rates");
     let mut fixed_rates = Vec::new();
-    for &rate in sizes.rates {
+    for &rate in sizes.rates.iter() {
         fixed_rates.push(scenarios::at_rate(&targets, &atelier, rate, sizes.rate_duration).await?);
     }
     eprintln!("streaming");

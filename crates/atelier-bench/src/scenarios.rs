@@ -1,5 +1,6 @@
 //! The scenarios of the issue, each returning what it measured.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,13 +17,13 @@ use crate::stats::{self, Comparison, Percentiles};
 
 /// How much load each scenario sends: the full run, or a smoke run that only
 /// checks the bench works.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sizes {
     pub latency_requests: usize,
     pub rest_chat_requests: usize,
-    pub rates: &'static [f64],
+    pub rates: Cow<'static, [f64]>,
     pub rate_duration: Duration,
-    pub throughput_rates: &'static [f64],
+    pub throughput_rates: Cow<'static, [f64]>,
     pub throughput_duration: Duration,
     /// Runs of each rung of the ladder; a rung passes if its median run does.
     pub throughput_runs: usize,
@@ -39,11 +40,11 @@ pub struct Sizes {
 pub const FULL: Sizes = Sizes {
     latency_requests: 10_000,
     rest_chat_requests: 1_000,
-    rates: &[500.0, 1_000.0, 2_000.0],
+    rates: Cow::Borrowed(&[500.0, 1_000.0, 2_000.0]),
     rate_duration: Duration::from_secs(5),
-    throughput_rates: &[
+    throughput_rates: Cow::Borrowed(&[
         1_000.0, 2_000.0, 2_500.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 8_000.0, 10_000.0,
-    ],
+    ]),
     throughput_duration: Duration::from_secs(5),
     throughput_runs: 3,
     whole_ladder: false,
@@ -57,9 +58,9 @@ pub const FULL: Sizes = Sizes {
 pub const SMOKE: Sizes = Sizes {
     latency_requests: 30,
     rest_chat_requests: 10,
-    rates: &[50.0],
+    rates: Cow::Borrowed(&[50.0]),
     rate_duration: Duration::from_millis(400),
-    throughput_rates: &[50.0, 100.0],
+    throughput_rates: Cow::Borrowed(&[50.0, 100.0]),
     throughput_duration: Duration::from_millis(400),
     throughput_runs: 1,
     whole_ladder: false,
@@ -352,7 +353,7 @@ pub async fn throughput(
     mock_latency_ms: u64,
 ) -> Result<Throughput> {
     let (mut steps, mut rungs, mut best_rate) = (Vec::new(), Vec::new(), None);
-    for &rate in sizes.throughput_rates {
+    for &rate in sizes.throughput_rates.iter() {
         let mut runs = Vec::new();
         for _ in 0..sizes.throughput_runs.max(1) {
             runs.push(at_rate(t, atelier, rate, sizes.throughput_duration).await?);
