@@ -234,7 +234,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             worker_threads: 0,
             thread_slice: Duration::from_micros(100),
-            usage_write_interval: Duration::from_millis(200),
+            usage_write_interval: Duration::from_secs(1),
         }
     }
 }

@@ -66,6 +66,8 @@ impl Cluster {
             .env("ATELIER_UPSTREAM__BASE_URL", self.mock.base_url())
             .env("ATELIER_UPSTREAM__API_KEY", self.mock.api_key())
             .env("ATELIER_MEDIA__DIR", self.media.path())
+            // Each instance reads the others' usage from the database; write it soon.
+            .env("ATELIER_RUNTIME__USAGE_WRITE_INTERVAL", "100ms")
             .env("ATELIER_VIDEO__TICK", "50ms")
             .env("ATELIER_VIDEO__POLL_MIN_INTERVAL", "50ms")
             .env("ATELIER_VIDEO__POLL_MAX_INTERVAL", "100ms")
