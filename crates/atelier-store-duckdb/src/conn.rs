@@ -12,6 +12,8 @@ use crate::{OpenError, sql};
 
 /// Idle reader connections kept for reuse; more are cloned on demand under load.
 const MAX_IDLE_READERS: usize = 8;
+/// Prepared statements the writer connection keeps.
+const WRITER_STATEMENTS: usize = 64;
 
 /// Files open in this process. DuckDB's file lock only keeps other processes out; a
 /// second open in this one would run two database instances on one file.
@@ -101,6 +103,9 @@ impl Connections {
                     }
                 }
             })?;
+        // The writer runs every kind of write, each statement prepared once
+        // (`prepare_cached`); the default cache holds 16.
+        writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         let origin = writer.try_clone().map_err(|source| OpenError::Open {
             path: path.to_path_buf(),
             source,
@@ -201,4 +206,51 @@ where
 fn is_lock_conflict(err: &duckdb::Error) -> bool {
     let text = err.to_string();
     text.contains("Could not set lock") || text.contains("Conflicting lock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conns: &Connections) -> i64 {
+        conns
+            .inner
+            .writer
+            .lock()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_panicking_write_leaves_nothing_and_the_next_one_works() {
+        let conns = Connections::open(Path::new(":memory:")).expect("open");
+        conns
+            .write(|c| sql::execute(c, "CREATE TABLE t (x INTEGER)", []).map(drop))
+            .await
+            .expect("create");
+
+        let failed = conns
+            .write(|c| {
+                sql::execute(c, "INSERT INTO t VALUES (1)", [])?;
+                Err::<(), _>(StoreError::NotFound)
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::NotFound)), "{failed:?}");
+        assert_eq!(count(&conns), 0, "the failed write's row was rolled back");
+
+        let panicked = conns
+            .write(|c| -> StoreResult<()> {
+                sql::execute(c, "INSERT INTO t VALUES (2)", [])?;
+                panic!("a bug in the middle of a write");
+            })
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(count(&conns), 0, "the panicking write's row was rolled back");
+
+        conns
+            .write(|c| sql::execute(c, "INSERT INTO t VALUES (3)", []).map(drop))
+            .await
+            .expect("a write after both");
+        assert_eq!(count(&conns), 1);
+    }
 }

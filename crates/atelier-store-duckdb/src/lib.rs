@@ -295,7 +295,8 @@ impl Store for DuckDbStore {
     async fn record_audit(&self, record: AuditRecord) -> StoreResult<()> {
         self.conns
             .write(move |tx| {
-                tx.execute(
+                sql::execute(
+                    tx,
                     "INSERT INTO audit_log (id, occurred_at, event, user_id, actor_id, ip, request_id, details) \
                      VALUES (?, make_timestamp(?), ?, ?, ?, ?, ?, ?)",
                     duckdb::params![
@@ -310,7 +311,6 @@ impl Store for DuckDbStore {
                     ],
                 )
                 .map(drop)
-                .map_err(sql::err)
             })
             .await
     }

@@ -30,7 +30,8 @@ fn into_conversation(
 }
 
 pub(crate) fn create_conversation(tx: &Connection, c: &Conversation) -> StoreResult<()> {
-    tx.execute(
+    sql::execute(
+        tx,
         "INSERT INTO conversations (id, user_id, title, model, created_at, updated_at) \
          VALUES (?, ?, ?, ?, make_timestamp(?), make_timestamp(?))",
         duckdb::params![
@@ -43,7 +44,6 @@ pub(crate) fn create_conversation(tx: &Connection, c: &Conversation) -> StoreRes
         ],
     )
     .map(drop)
-    .map_err(sql::err)
 }
 
 pub(crate) fn conversations(
@@ -133,12 +133,12 @@ pub(crate) fn add_messages(
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     insert_messages(tx, conversation_id, messages)?;
-    tx.execute(
+    sql::execute(
+        tx,
         "UPDATE conversations SET updated_at = make_timestamp(?), model = coalesce(?, model) WHERE id = ?",
         duckdb::params![sql::micros(now), model, conversation_id.to_string()],
     )
     .map(drop)
-    .map_err(sql::err)
 }
 
 /// The messages alone; the conversation's activity is the caller's to mark.

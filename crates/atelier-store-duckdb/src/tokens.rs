@@ -90,13 +90,13 @@ fn find(conn: &Connection, hash: TokenHash) -> StoreResult<Option<Presented>> {
 }
 
 fn revoke_family(tx: &Connection, family_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    tx.execute(
+    sql::execute(
+        tx,
         "UPDATE refresh_tokens SET revoked_at = make_timestamp(?) \
          WHERE family_id = ? AND revoked_at IS NULL",
         duckdb::params![sql::micros(now), family_id],
     )
     .map(drop)
-    .map_err(sql::err)
 }
 
 pub(crate) fn rotate(tx: &Connection, presented: TokenHash, next: &Rotation) -> StoreResult<RotateOutcome> {
@@ -123,11 +123,11 @@ pub(crate) fn rotate(tx: &Connection, presented: TokenHash, next: &Rotation) -> 
         return Ok(RotateOutcome::Invalid);
     };
 
-    tx.execute(
+    sql::execute(
+        tx,
         "UPDATE refresh_tokens SET used_at = make_timestamp(?) WHERE id = ?",
         duckdb::params![now, token.id],
-    )
-    .map_err(sql::err)?;
+    )?;
     let family_id = sql::uuid(&token.family_id)?;
     let family_expires_at = sql::time(token.family_expires_at)?;
     insert(
