@@ -38,12 +38,11 @@ struct TokenInsert {
 }
 
 fn insert(tx: &Connection, t: &TokenInsert) -> StoreResult<()> {
-    tx.prepare_cached(
+    sql::execute(
+        tx,
         "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at, \
          family_expires_at) VALUES (?, ?, ?, ?, make_timestamp(?), make_timestamp(?), make_timestamp(?))",
-    )
-    .and_then(|mut s| {
-        s.execute(duckdb::params![
+        duckdb::params![
             t.id.to_string(),
             t.family_id.to_string(),
             t.user_id.to_string(),
@@ -51,10 +50,9 @@ fn insert(tx: &Connection, t: &TokenInsert) -> StoreResult<()> {
             sql::micros(t.now),
             sql::micros(t.expires_at),
             sql::micros(t.family_expires_at),
-        ])
-    })
+        ],
+    )
     .map(drop)
-    .map_err(sql::err)
 }
 
 struct Presented {

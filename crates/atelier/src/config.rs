@@ -204,7 +204,8 @@ impl Default for Settings {
     }
 }
 
-/// The threads that serve requests.
+/// How the server spends its cores: the threads that serve requests, and how
+/// often the usage writer runs beside them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSettings {
