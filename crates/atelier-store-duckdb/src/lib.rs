@@ -292,26 +292,10 @@ impl Store for DuckDbStore {
         self.conns.read(move |c| tokens::stats(c, now)).await
     }
 
-    async fn record_audit(&self, record: AuditRecord) -> StoreResult<()> {
+    async fn record_audits(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        let records = records.to_vec();
         self.conns
-            .write(move |tx| {
-                sql::execute(
-                    tx,
-                    "INSERT INTO audit_log (id, occurred_at, event, user_id, actor_id, ip, request_id, details) \
-                     VALUES (?, make_timestamp(?), ?, ?, ?, ?, ?, ?)",
-                    duckdb::params![
-                        record.id.to_string(),
-                        sql::micros(record.at),
-                        record.event,
-                        record.user_id.map(|u| u.to_string()),
-                        record.actor_id.map(|u| u.to_string()),
-                        record.ip,
-                        record.request_id,
-                        record.details,
-                    ],
-                )
-                .map(drop)
-            })
+            .write(move |tx| users::record_audits(tx, &records))
             .await
     }
 

@@ -30,6 +30,11 @@ pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
+/// A timestamp as the appender takes it (it has no `make_timestamp`).
+pub(crate) fn timestamp(t: DateTime<Utc>) -> duckdb::types::Value {
+    duckdb::types::Value::Timestamp(duckdb::types::TimeUnit::Microsecond, micros(t))
+}
+
 pub(crate) fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(us)
         .ok_or_else(|| StoreError::backend(format!("timestamp out of range: {us} µs")))

@@ -2,7 +2,6 @@
 
 use atelier_store::*;
 use chrono::{DateTime, Utc};
-use duckdb::types::{TimeUnit, Value};
 use duckdb::{Connection, OptionalExt, Row};
 use uuid::Uuid;
 
@@ -287,10 +286,6 @@ pub(crate) fn user_media_keys(conn: &Connection, user_id: Uuid) -> StoreResult<V
 
 // ---------------------------------------------------------------- usage
 
-fn timestamp(t: DateTime<Utc>) -> Value {
-    Value::Timestamp(TimeUnit::Microsecond, sql::micros(t))
-}
-
 /// One appender for the whole batch: thousands of rows cost about one commit.
 pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) -> StoreResult<()> {
     let mut appender = tx.appender("generations").map_err(sql::err)?;
@@ -312,7 +307,7 @@ pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) 
                 r.summary,
                 r.conversation_id.map(|c| c.to_string()),
                 media_ids,
-                timestamp(r.created_at),
+                sql::timestamp(r.created_at),
             ])
             .map_err(sql::err)?;
     }

@@ -294,23 +294,10 @@ impl Store for PgStore {
         tokens::stats(&self.pool, now).await
     }
 
-    async fn record_audit(&self, record: AuditRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, occurred_at, event, user_id, actor_id, ip, request_id, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(record.id)
-        .bind(record.at)
-        .bind(&record.event)
-        .bind(record.user_id)
-        .bind(record.actor_id)
-        .bind(&record.ip)
-        .bind(&record.request_id)
-        .bind(&record.details)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(sql::err)
+    async fn record_audits(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        users::record_audits(&mut tx, records).await?;
+        commit(tx, ()).await
     }
 
     async fn login_counts_since(&self, since: DateTime<Utc>) -> StoreResult<LoginCounts> {

@@ -2,7 +2,7 @@
 
 use atelier_store::*;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::sql;
@@ -289,4 +289,32 @@ pub(crate) async fn auth_states(conn: impl PgExecutor<'_>) -> StoreResult<Vec<Au
             })
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- audit
+
+/// Rows per INSERT: eight parameters each, well under PostgreSQL's 65,535.
+const AUDITS_PER_STATEMENT: usize = 1_000;
+
+/// Multi-row INSERTs in the caller's transaction: a batch costs about one commit.
+/// `ON CONFLICT DO NOTHING`: a batch retried after a lost reply is not stored twice.
+pub(crate) async fn record_audits(tx: &mut PgConnection, records: &[AuditRecord]) -> StoreResult<()> {
+    for chunk in records.chunks(AUDITS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit_log (id, occurred_at, event, user_id, actor_id, ip, request_id, details) ",
+        );
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(r.at)
+                .push_bind(&r.event)
+                .push_bind(r.user_id)
+                .push_bind(r.actor_id)
+                .push_bind(&r.ip)
+                .push_bind(&r.request_id)
+                .push_bind(&r.details);
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING");
+        insert.build().execute(&mut *tx).await.map_err(sql::err)?;
+    }
+    Ok(())
 }

@@ -681,14 +681,20 @@ pub async fn audit_and_login_counts(store: Arc<dyn Store>) {
         request_id: Some("req-1".into()),
         details: r#"{"k":"v"}"#.into(),
     };
-    store.record_audit(record("login", now())).await.unwrap();
-    store.record_audit(record("login", now())).await.unwrap();
-    store.record_audit(record("login_failed", now())).await.unwrap();
+    // Written in batches, as the audit service does; an empty batch is a no-op.
+    store.record_audits(&[]).await.unwrap();
     store
-        .record_audit(record("login_failed", now() - Duration::days(2)))
+        .record_audits(&[record("login", now()), record("login", now())])
         .await
         .unwrap();
-    store.record_audit(record("role_changed", now())).await.unwrap();
+    store
+        .record_audits(&[
+            record("login_failed", now()),
+            record("login_failed", now() - Duration::days(2)),
+            record("role_changed", now()),
+        ])
+        .await
+        .unwrap();
 
     let counts = store
         .login_counts_since(now() - Duration::hours(24))

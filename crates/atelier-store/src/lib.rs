@@ -121,7 +121,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- audit ----
 
-    async fn record_audit(&self, record: AuditRecord) -> StoreResult<()>;
+    /// Stores audit records, in order, all or none (the audit service writes
+    /// them in batches, like usage).
+    async fn record_audits(&self, records: &[AuditRecord]) -> StoreResult<()>;
 
     /// Counts `login` and `login_failed` audit events since `since`.
     async fn login_counts_since(&self, since: DateTime<Utc>) -> StoreResult<LoginCounts>;

@@ -99,12 +99,13 @@ pub struct App {
     background: Background,
 }
 
-/// Tasks that outlive a request, the signal that stops them, and the usage
-/// writer, closed after them (they record to the end).
+/// Tasks that outlive a request, the signal that stops them, and the usage and
+/// audit writers, closed after them (they record to the end).
 struct Background {
     tracker: TaskTracker,
     stop: CancellationToken,
     usage: Option<UsageRecorder>,
+    audit: Audit,
 }
 
 impl App {
@@ -152,7 +153,7 @@ impl App {
             base_delay: a.backoff_base_delay,
             max_delay: a.backoff_max_delay,
         });
-        let audit = Audit::new(Arc::clone(&store));
+        let audit = Audit::start(Arc::clone(&store), settings.runtime.usage_write_interval);
         let (objects, media_location) = media_objects(&settings.media)?;
         let media = MediaLibrary::new(
             objects,
@@ -193,6 +194,7 @@ impl App {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             usage: None,
+            audit: audit.clone(),
         };
         let budgets = Arc::new(
             Budgets::load(
@@ -320,7 +322,8 @@ impl App {
     }
 
     /// Stops background work: streams finish their bookkeeping, the video worker
-    /// ends its current step, then the remaining usage records are written.
+    /// ends its current step, then the remaining usage and audit records are
+    /// written. Call it before closing the store, in the CLI's commands too.
     pub async fn shutdown(&self) {
         self.background.stop.cancel();
         self.background.tracker.close();
@@ -333,6 +336,7 @@ impl App {
         if let Some(usage) = &self.background.usage {
             usage.close().await;
         }
+        self.background.audit.close().await;
     }
 
     /// Creates the admin named by `admin_email`/`admin_password`, if set and absent.

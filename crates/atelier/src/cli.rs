@@ -238,12 +238,14 @@ async fn run(cli: Cli, loaded: config::Loaded) -> anyhow::Result<()> {
         Command::User(cmd) => {
             let state = App::build(settings).await?;
             let result = user_command(&state, cmd).await;
+            state.shutdown().await;
             state.store.close().await?;
             result
         }
         Command::ApiKey(cmd) => {
             let state = App::build(settings).await?;
             let result = api_key_command(&state, cmd).await;
+            state.shutdown().await;
             state.store.close().await?;
             result
         }
@@ -256,6 +258,7 @@ async fn run(cli: Cli, loaded: config::Loaded) -> anyhow::Result<()> {
         Command::Tokens(TokensCommand::Purge) => {
             let state = App::build(settings).await?;
             let purged = state.admin.purge_tokens(None, &Origin::cli()).await;
+            state.shutdown().await;
             state.store.close().await?;
             println!("purged {} refresh token(s)", purged?);
             Ok(())

@@ -220,12 +220,13 @@ pub struct RuntimeSettings {
     /// usage writer's batches) give way as quickly. 0.1–100 ms.
     #[serde(with = "humantime_serde")]
     pub thread_slice: Duration,
-    /// How long usage records wait in memory before they are written together
-    /// (sooner once 2,048 are waiting). Each write has a fixed cost (with DuckDB,
-    /// a transaction and an appender, computed on atelier's own cores), so fewer,
-    /// larger writes cost less; what is still waiting is written at shutdown, and
-    /// the history writes it before reading. Budgets count spend at once, in
-    /// memory. 10 ms–1 min.
+    /// How long usage records (and audit-log rows) wait in memory before they
+    /// are written together (sooner once 2,048 are waiting). Each write has a
+    /// fixed cost (with DuckDB, a transaction and an appender, computed on
+    /// atelier's own cores), so fewer, larger writes cost less; what is still
+    /// waiting is written at shutdown, and the history and the admin statistics
+    /// write it before reading. Budgets count spend at once, in memory; audit
+    /// events are logged at once. 10 ms–1 min.
     #[serde(with = "humantime_serde")]
     pub usage_write_interval: Duration,
 }

@@ -40,6 +40,8 @@ impl AdminService {
     }
 
     pub async fn stats(&self) -> Result<Stats, StoreError> {
+        // The login counts come from the audit log, written in batches.
+        self.audit.flush().await;
         let now = Utc::now();
         let (users, tokens, logins) = tokio::try_join!(
             self.store.count_users_by_role(),

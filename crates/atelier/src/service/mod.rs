@@ -18,6 +18,7 @@ pub mod passthrough;
 pub mod routing;
 pub mod usage;
 pub mod video;
+pub mod write_behind;
 
 use std::sync::Arc;
 

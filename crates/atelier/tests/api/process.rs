@@ -209,12 +209,28 @@ fn a_second_process_on_the_same_file_fails_at_once_naming_it() {
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
+/// Logs in as the bootstrapped admin; returns the access token.
+fn admin_login(server: &Server) -> String {
+    let tokens: serde_json::Value = reqwest::blocking::Client::new()
+        .post(server.url("/auth/login"))
+        .json(&json!({"email": "root@example.com", "password": ADMIN_PASSWORD}))
+        .send()
+        .expect("login")
+        .json()
+        .expect("json");
+    tokens["access_token"].as_str().expect("access token").to_owned()
+}
+
 #[test]
 fn sigterm_stops_gracefully_and_releases_the_file() {
+    // Audit rows are written in batches; with a minute between writes the
+    // login's row is still waiting when SIGTERM comes, and must be written then.
+    let slow_writes = [("ATELIER_RUNTIME__USAGE_WRITE_INTERVAL", "1min")];
     let work = Workdir::new();
-    let mut server = work.serve(&[]);
+    let mut server = work.serve(&slow_writes);
     let health = reqwest::blocking::get(server.url("/healthz")).expect("healthz");
     assert_eq!(health.status(), StatusCode::OK);
+    admin_login(&server);
     assert!(server.terminate(), "clean exit:\n{}", server.log());
     let log = server.log();
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
@@ -225,6 +241,23 @@ fn sigterm_stops_gracefully_and_releases_the_file() {
     assert!(
         text(&out.stdout).contains("root@example.com"),
         "the bootstrapped admin persisted"
+    );
+
+    // Both logins count: the one written at shutdown, and this one, still
+    // waiting, which the statistics write before they read.
+    let server = work.serve(&slow_writes);
+    let access = admin_login(&server);
+    let stats: serde_json::Value = reqwest::blocking::Client::new()
+        .get(server.url("/admin/stats"))
+        .bearer_auth(access)
+        .send()
+        .expect("stats")
+        .json()
+        .expect("json");
+    assert_eq!(
+        stats["logins_24h"],
+        json!({"succeeded": 2, "failed": 0}),
+        "{stats}"
     );
 }
 
