@@ -7,12 +7,20 @@
 //! of their own (one per core but one, by default), scheduled as batch work at the
 //! lowest priority: while anything else wants a core, it gets it first, and a login
 //! storm cannot starve the requests being served (measured in bench/).
+//!
+//! Each hashing thread keeps its 19 MiB of argon2 memory from one hash to the
+//! next and lets it go after a second without work. The argon2 crate's own
+//! `hash_password` allocates it afresh each time: a fresh mapping, 4,864 page
+//! faults to fill it and an unmap that zaps it again, a third of a hash's time
+//! spent in the kernel, where a thread is not preempted on this kernel however
+//! low its priority, and TLB shootdowns that interrupt the other core (ADR-0026).
 
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -29,7 +37,15 @@ pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
+
+/// What new hashes use; a stored hash made otherwise still verifies, and is
+/// redone at the next login.
+const ALGORITHM: Algorithm = Algorithm::Argon2id;
+const VERSION: Version = Version::V0x13;
+
+/// How long a hashing thread keeps its memory without work.
+const KEEP_MEMORY: Duration = Duration::from_secs(1);
 
 struct Inner {
     argon2: Argon2<'static>,
@@ -52,9 +68,9 @@ impl PasswordHasher {
     ) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, parallelism, None)
             .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let argon2 = Argon2::new(ALGORITHM, VERSION, params);
         let dummy_password: [u8; 32] = rand::random();
-        let dummy_hash = hash_with(&argon2, &dummy_password)?;
+        let dummy_hash = hash_with(&argon2, &dummy_password, &mut Memory::default())?;
         // By default one core is left to everything else: a login storm must not
         // starve the requests already being served (measured in bench/).
         let permits = if concurrency == 0 {
@@ -66,7 +82,7 @@ impl PasswordHasher {
             inner: Arc::new(Inner {
                 argon2,
                 permits: Semaphore::new(permits),
-                jobs: Mutex::new(start_pool(permits)?),
+                jobs: Mutex::new(start_pool(permits, KEEP_MEMORY)?),
                 dummy_hash,
             }),
         })
@@ -75,7 +91,7 @@ impl PasswordHasher {
     /// Hashes a new password into a PHC string.
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
         let inner = Arc::clone(&self.inner);
-        self.limited(move || hash_with(&inner.argon2, password.as_bytes()))
+        self.limited(move |memory| hash_with(&inner.argon2, password.as_bytes(), memory))
             .await
     }
 
@@ -83,14 +99,14 @@ impl PasswordHasher {
     /// account (then it never matches, but takes the same time).
     pub async fn verify(&self, password: String, stored: Option<String>) -> anyhow::Result<Verified> {
         let inner = Arc::clone(&self.inner);
-        self.limited(move || {
+        self.limited(move |memory| {
             let (phc, real) = match &stored {
                 Some(hash) => (hash.as_str(), true),
                 None => (inner.dummy_hash.as_str(), false),
             };
             let parsed = PasswordHash::new(phc)
                 .map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
-            let matches = inner.argon2.verify_password(password.as_bytes(), &parsed).is_ok() && real;
+            let matches = verify_with(password.as_bytes(), &parsed, memory)? && real;
             Ok(Verified {
                 matches,
                 needs_rehash: real && !uses_params(&parsed, inner.argon2.params()),
@@ -102,7 +118,7 @@ impl PasswordHasher {
     async fn limited<T, F>(&self, f: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
-        F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+        F: FnOnce(&mut Memory) -> anyhow::Result<T> + Send + 'static,
     {
         let _permit = self
             .inner
@@ -111,8 +127,8 @@ impl PasswordHasher {
             .await
             .context("password hasher closed")?;
         let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = done.send(f());
+        let job: Job = Box::new(move |memory| {
+            let _ = done.send(f(memory));
         });
         self.inner
             .jobs
@@ -123,8 +139,10 @@ impl PasswordHasher {
     }
 }
 
-/// Starts `threads` hashing threads at the lowest priority, fed by the returned queue.
-fn start_pool(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+/// Starts `threads` hashing threads at the lowest priority, fed by the returned
+/// queue. Each keeps its argon2 memory while jobs keep coming, and frees it
+/// after `keep` without one.
+fn start_pool(threads: usize, keep: Duration) -> anyhow::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..threads {
@@ -133,11 +151,18 @@ fn start_pool(threads: usize) -> anyhow::Result<mpsc::Sender<Job>> {
             .name("atelier-hash".into())
             .spawn(move || {
                 lower_priority();
+                let mut memory = Memory::default();
                 loop {
-                    let job = rx.lock().recv();
+                    // A thread waiting for the queue while another holds it waits
+                    // as long, so that both free their memory when work stops.
+                    let job = match rx.try_lock_for(keep) {
+                        Some(rx) => rx.recv_timeout(keep),
+                        None => Err(mpsc::RecvTimeoutError::Timeout),
+                    };
                     match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                        Ok(job) => job(&mut memory),
+                        Err(mpsc::RecvTimeoutError::Timeout) => memory.release(),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                 }
             })
@@ -164,13 +189,82 @@ fn lower_priority() {
     }
 }
 
-fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> anyhow::Result<String> {
+/// The working memory of a hash, kept by its thread from one hash to the next.
+#[derive(Default)]
+struct Memory(Vec<Block>);
+
+impl Memory {
+    /// `count` blocks, reusing the last hash's when it needed as many. What
+    /// they hold does not matter: argon2 writes every block before reading it.
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.0.len() != count {
+            self.0 = Vec::new();
+            self.0.resize(count, Block::default());
+        }
+        &mut self.0
+    }
+
+    fn release(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
+/// A new PHC string for `password` with a random salt: what the argon2 crate's
+/// `hash_password` makes, computed in `memory`.
+fn hash_with(argon2: &Argon2<'_>, password: &[u8], memory: &mut Memory) -> anyhow::Result<String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
         .map_err(|e| anyhow::anyhow!("salt encoding failed: {e}"))?;
-    argon2
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+    let hash = compute(argon2, password, salt.as_salt(), None, memory)
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    Ok(PasswordHash {
+        algorithm: ALGORITHM.ident(),
+        version: Some(VERSION.into()),
+        params: ParamsString::try_from(argon2.params())
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(hash),
+    }
+    .to_string())
+}
+
+/// Whether `password` hashes to `stored`, with the stored hash's own algorithm,
+/// version and parameters (what `PasswordVerifier` does), computed in `memory`.
+fn verify_with(password: &[u8], stored: &PasswordHash<'_>, memory: &mut Memory) -> anyhow::Result<bool> {
+    let (Some(salt), Some(expected)) = (stored.salt, &stored.hash) else {
+        return Ok(false);
+    };
+    let unusable = |e: password_hash::Error| anyhow::anyhow!("stored hash is not usable: {e}");
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(unusable)?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| unusable(e.into()))?
+        .unwrap_or_default();
+    let params = Params::try_from(stored).map_err(unusable)?;
+    let argon2 = Argon2::new(algorithm, version, params);
+    let computed = compute(&argon2, password, salt, Some(expected.len()), memory).map_err(unusable)?;
+    // `Output` compares in constant time.
+    Ok(&computed == expected)
+}
+
+/// The raw argon2 output for `password` and `salt`, `len` bytes long (the
+/// parameters' own length by default).
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: Salt<'_>,
+    len: Option<usize>,
+    memory: &mut Memory,
+) -> password_hash::Result<Output> {
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let params = argon2.params();
+    let len = len.unwrap_or_else(|| params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN));
+    let blocks = memory.blocks(params.block_count());
+    Output::init_with(len, |out| {
+        Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, &mut *blocks)?)
+    })
 }
 
 /// Whether a stored hash was made with exactly these parameters (argon2id, v19).
@@ -178,8 +272,8 @@ fn uses_params(hash: &PasswordHash<'_>, params: &Params) -> bool {
     let Ok(stored) = Params::try_from(hash) else {
         return false;
     };
-    hash.algorithm == Algorithm::Argon2id.ident()
-        && hash.version == Some(Version::V0x13 as u32)
+    hash.algorithm == ALGORITHM.ident()
+        && hash.version == Some(VERSION as u32)
         && stored.m_cost() == params.m_cost()
         && stored.t_cost() == params.t_cost()
         && stored.p_cost() == params.p_cost()
@@ -195,7 +289,7 @@ mod tests {
     async fn hashes_run_at_the_lowest_priority() {
         let hasher = PasswordHasher::new(19_456, 2, 1, 1).expect("hasher");
         let nice = hasher
-            .limited(|| {
+            .limited(|_| {
                 let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
                 let after_name = stat
                     .rsplit_once(')')
@@ -258,5 +352,85 @@ mod tests {
                 needs_rehash: true
             }
         );
+    }
+
+    /// Stored hashes made by the argon2 crate's own `hash_password` (every hash
+    /// before hashing threads kept their memory) verify here, and ours there.
+    #[tokio::test]
+    async fn hashes_are_the_argon2_crates_own() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::new(8_192, 1, 1, 1).expect("hasher");
+        let theirs_argon2 = Argon2::new(
+            ALGORITHM,
+            VERSION,
+            Params::new(8_192, 1, 1, None).expect("params"),
+        );
+        let salt = SaltString::encode_b64(b"sixteen byte salt").expect("salt");
+        let theirs = theirs_argon2
+            .hash_password(b"plum orchard", &salt)
+            .expect("hash")
+            .to_string();
+        let ok = hasher
+            .verify("plum orchard".into(), Some(theirs.clone()))
+            .await
+            .expect("verify");
+        assert!(ok.matches && !ok.needs_rehash);
+        assert!(
+            !hasher
+                .verify("plum orchards".into(), Some(theirs))
+                .await
+                .expect("verify")
+                .matches
+        );
+
+        let ours = hasher.hash("plum orchard".into()).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("PHC string");
+        assert!(theirs_argon2.verify_password(b"plum orchard", &parsed).is_ok());
+        assert!(theirs_argon2.verify_password(b"plum orchards", &parsed).is_err());
+        // Fed the same salt, both make the same string.
+        let mut memory = Memory::default();
+        let again =
+            compute(&theirs_argon2, b"plum orchard", salt.as_salt(), None, &mut memory).expect("hash");
+        let reference = theirs_argon2.hash_password(b"plum orchard", &salt).expect("hash");
+        assert_eq!(Some(again), reference.hash);
+    }
+
+    /// A hashing thread hashes in the memory of its last hash while work keeps
+    /// coming, and frees it once none has come for `keep`.
+    #[test]
+    fn a_hashing_thread_keeps_its_memory_while_busy_and_frees_it_when_idle() {
+        let jobs = start_pool(1, Duration::from_millis(200)).expect("pool");
+        let argon2 = Argon2::new(
+            ALGORITHM,
+            VERSION,
+            Params::new(8_192, 1, 1, None).expect("params"),
+        );
+        let run = |job: Job| {
+            jobs.send(job).expect("send");
+        };
+        // Each job reports where its memory was before and after it ran.
+        let (report, reports) = mpsc::channel::<(usize, usize)>();
+        for _ in 0..3 {
+            let (argon2, report) = (argon2.clone(), report.clone());
+            run(Box::new(move |memory| {
+                let before = memory.0.as_ptr() as usize;
+                hash_with(&argon2, b"quince", memory).expect("hash");
+                let _ = report.send((before, memory.0.as_ptr() as usize));
+            }));
+        }
+        let firsts: Vec<_> = (0..3).map(|_| reports.recv().expect("report")).collect();
+        assert_eq!(
+            firsts[1].0, firsts[0].1,
+            "the second hash used the first one's memory"
+        );
+        assert_eq!(firsts[2].0, firsts[1].1, "and the third the second's");
+        assert_eq!(firsts[2].1, firsts[0].1);
+
+        std::thread::sleep(Duration::from_millis(600));
+        let (len, lens) = mpsc::channel();
+        run(Box::new(move |memory| {
+            let _ = len.send(memory.0.capacity());
+        }));
+        assert_eq!(lens.recv().expect("report"), 0, "freed after a quiet spell");
     }
 }
