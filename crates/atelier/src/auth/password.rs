@@ -106,7 +106,7 @@ impl PasswordHasher {
             };
             let parsed = PasswordHash::new(phc)
                 .map_err(|e| anyhow::anyhow!("stored hash is not a PHC string: {e}"))?;
-            let matches = verify_with(password.as_bytes(), &parsed, memory)? && real;
+            let matches = verify_with(password.as_bytes(), &parsed, memory) && real;
             Ok(Verified {
                 matches,
                 needs_rehash: real && !uses_params(&parsed, inner.argon2.params()),
@@ -229,23 +229,23 @@ fn hash_with(argon2: &Argon2<'_>, password: &[u8], memory: &mut Memory) -> anyho
 
 /// Whether `password` hashes to `stored`, with the stored hash's own algorithm,
 /// version and parameters (what `PasswordVerifier` does), computed in `memory`.
-fn verify_with(password: &[u8], stored: &PasswordHash<'_>, memory: &mut Memory) -> anyhow::Result<bool> {
+/// A stored hash these cannot be read from matches nothing, as there.
+fn verify_with(password: &[u8], stored: &PasswordHash<'_>, memory: &mut Memory) -> bool {
     let (Some(salt), Some(expected)) = (stored.salt, &stored.hash) else {
-        return Ok(false);
+        return false;
     };
-    let unusable = |e: password_hash::Error| anyhow::anyhow!("stored hash is not usable: {e}");
-    let algorithm = Algorithm::try_from(stored.algorithm).map_err(unusable)?;
-    let version = stored
-        .version
-        .map(Version::try_from)
-        .transpose()
-        .map_err(|e| unusable(e.into()))?
-        .unwrap_or_default();
-    let params = Params::try_from(stored).map_err(unusable)?;
-    let argon2 = Argon2::new(algorithm, version, params);
-    let computed = compute(&argon2, password, salt, Some(expected.len()), memory).map_err(unusable)?;
+    let mut computed = || -> password_hash::Result<Output> {
+        let algorithm = Algorithm::try_from(stored.algorithm)?;
+        let version = stored
+            .version
+            .map(Version::try_from)
+            .transpose()?
+            .unwrap_or_default();
+        let argon2 = Argon2::new(algorithm, version, Params::try_from(stored)?);
+        compute(&argon2, password, salt, Some(expected.len()), memory)
+    };
     // `Output` compares in constant time.
-    Ok(&computed == expected)
+    computed().is_ok_and(|computed| &computed == expected)
 }
 
 /// The raw argon2 output for `password` and `salt`, `len` bytes long (the
@@ -339,6 +339,16 @@ mod tests {
                 needs_rehash: false
             }
         );
+
+        // A stored hash of another algorithm matches nothing (no error).
+        let foreign = hasher
+            .verify(
+                "correct horse battery".into(),
+                Some("$scrypt$ln=15,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()),
+            )
+            .await
+            .expect("verify");
+        assert!(!foreign.matches);
 
         let stronger = PasswordHasher::new(19_456, 3, 1, 2).expect("hasher");
         let upgrade = stronger
