@@ -35,8 +35,9 @@ panels += [
     ("gap between tokens", r["streaming"]["gap_between_tokens"]),
 ]
 
+logins = r.get("logins")
 cols = 3
-rows = (len(panels) + 1 + cols - 1) // cols
+rows = (len(panels) + 1 + (1 if logins else 0) + cols - 1) // cols
 fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows))
 axes = axes.flatten()
 for ax, (title, comparison) in zip(axes, panels):
@@ -68,7 +69,28 @@ twin.set_ylim(0, max(rates) * 1.15)
 ax.set_ylim(0, max(1.2, max(s["comparison"]["added"]["p99_ms"] for s in steps) * 1.15))
 ax.set_xlim(min(rates) * 0.8, max(rates) * 1.2)
 ax.legend(fontsize=7, loc="lower left")
-for extra in axes[len(panels) + 1 :]:
+# Login storm: chat's percentiles alone and during the storm, pair by pair.
+extra_from = len(panels) + 1
+if logins:
+    ax = axes[extra_from]
+    extra_from += 1
+    xs = range(len(PCTS))
+    for i, pair in enumerate(logins["pairs"]):
+        first = i == 0
+        ax.plot(xs, [pair["alone"][k] for _, k in PCTS], "o-", color="C0", alpha=0.6,
+                label="chat alone" if first else None)
+        ax.plot(xs, [pair["during_storm"][k] for _, k in PCTS], "s-", color="C1", alpha=0.6,
+                label="chat during the storm" if first else None)
+    ax.set_xticks(list(xs), [name for name, _ in PCTS])
+    ax.set_title(
+        f"login storm ({logins['logins_per_second']:.0f} logins/s), chat at {logins['chat_rate']:.0f} req/s: "
+        f"p99 ×{logins['p99_ratio']:.2f}",
+        fontsize=9,
+    )
+    ax.set_ylabel("ms")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+for extra in axes[extra_from:]:
     extra.axis("off")
 
 smoke = " (smoke run: not a measurement)" if r["smoke"] else ""
