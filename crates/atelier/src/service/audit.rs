@@ -2,9 +2,9 @@
 //! `audit_log`, written in batches.
 //!
 //! Every login used to write its audit record in a transaction of its own, a
-//! second one beside its session's: during a login storm that commit was a third
-//! of the database work each login did at normal priority, beside the chat
-//! requests it was meant not to slow (ADR-0026). The log line is immediate; the
+//! second one beside its session's: during a login storm that INSERT and its
+//! commit were about 40 % of the database work each login did at normal
+//! priority, beside the chat requests it was meant not to slow (ADR-0026). The log line is immediate; the
 //! row follows within `runtime.usage_write_interval`. Readers of the audit log
 //! call [`Audit::flush`] first; shutdown calls [`Audit::close`].
 

@@ -484,17 +484,10 @@ fn demo_mode_answers_offline_and_says_so() {
         .env("ATELIER_ADMIN_PASSWORD", ADMIN_PASSWORD);
     let mut server = start(cmd);
     let client = reqwest::blocking::Client::new();
-    let login: serde_json::Value = client
-        .post(server.url("/auth/login"))
-        .json(&json!({"email": "root@example.com", "password": ADMIN_PASSWORD}))
-        .send()
-        .expect("login")
-        .json()
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token");
+    let token = admin_login(&server);
     let reply: serde_json::Value = client
         .post(server.url("/ai/chat"))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({"model": "mock/chat", "messages": [{"role": "user", "content": "hello demo"}]}))
         .send()
         .expect("chat")
