@@ -53,11 +53,11 @@ impl Conn {
     /// Sends the request and reads the whole answer; an error for a status other
     /// than 200.
     pub async fn send(&mut self, prepared: &Prepared) -> Result<(), String> {
+        self.buf.clear();
         self.stream
             .write_all(&prepared.bytes)
             .await
             .map_err(|e| e.to_string())?;
-        self.buf.clear();
         let (status, header_len, framing) = loop {
             self.fill().await?;
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -131,14 +131,26 @@ impl ConnPool {
 
     pub async fn send(&self) -> Result<(), String> {
         let idle = self.idle.lock().map_err(|_| "pool poisoned")?.pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => Conn::open(&self.prepared).await?,
+        let conn = match idle {
+            Some(mut conn) => match conn.send(&self.prepared).await {
+                Ok(()) => conn,
+                // atelier closes a keep-alive connection left idle for its
+                // `header_timeout`: one that fails before any byte of an answer
+                // is retried once on a new connection, as HTTP clients do.
+                Err(_) if conn.buf.is_empty() => self.fresh().await?,
+                Err(e) => return Err(e),
+            },
+            None => self.fresh().await?,
         };
         // A failed connection is dropped, not returned.
-        conn.send(&self.prepared).await?;
         self.idle.lock().map_err(|_| "pool poisoned")?.push(conn);
         Ok(())
+    }
+
+    async fn fresh(&self) -> Result<Conn, String> {
+        let mut conn = Conn::open(&self.prepared).await?;
+        conn.send(&self.prepared).await?;
+        Ok(conn)
     }
 }
 

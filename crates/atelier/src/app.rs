@@ -553,7 +553,8 @@ pub async fn serve(
     App::start_workers(&state).await?;
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
-    let graceful = crate::http1::serve(listener, router(state.clone()), async move {
+    let header_timeout = state.settings.header_timeout;
+    let graceful = crate::http1::serve(listener, router(state.clone()), header_timeout, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         trigger.cancel();

@@ -34,6 +34,12 @@ pub const DEFAULT_CONFIG_FILE: &str = "atelier.toml";
 pub struct Settings {
     /// Address the HTTP server listens on.
     pub bind: SocketAddr,
+    /// How long a client may take to send a request's headers; a keep-alive
+    /// connection that waits this long for its next request is closed too. A
+    /// client that trickles its headers (slow-loris) cannot hold connections
+    /// open. 1 s–10 min.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// `duckdb://PATH` (embedded, the default) or `postgres://…`.
     #[serde(with = "database_url")]
     pub database_url: DatabaseUrl,
@@ -178,6 +184,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_timeout: Duration::from_secs(30),
             database_url: DatabaseUrl::DuckDb(PathBuf::from("./data/atelier.duckdb")),
             database_max_connections: 16,
             registration: Registration::Open,
@@ -702,6 +709,9 @@ impl Settings {
         {
             return invalid("runtime.usage_write_interval must be 10ms to 1min".into());
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.header_timeout) {
+            return invalid("header_timeout must be 1s to 10min".into());
+        }
         if self.database_max_connections < 2 {
             return invalid("database_max_connections must be at least 2 (one listens for changes)".into());
         }
@@ -842,6 +852,9 @@ mod tests {
         let err = load_from(None, env(&[("ATELIER_RUNTIME__USAGE_WRITE_INTERVAL", "0s")]))
             .expect_err("usage written in a busy loop");
         assert!(err.to_string().contains("usage_write_interval"), "{err}");
+
+        let err = load_from(None, env(&[("ATELIER_HEADER_TIMEOUT", "0s")])).expect_err("no header timeout");
+        assert!(err.to_string().contains("header_timeout"), "{err}");
 
         let err =
             load_from(None, env(&[("ATELIER_AUTH__ARGON2_MEMORY_KIB", "1024")])).expect_err("weak argon2");

@@ -16,7 +16,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,11 +26,23 @@ use tower::ServiceExt;
 /// Serves `router` on `listener` until `shutdown` completes; then stops
 /// accepting, lets every connection finish its in-flight request (idle
 /// keep-alive connections close at once) and returns when all have.
-/// Handlers see the peer's address as `ConnectInfo<SocketAddr>`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+/// Handlers see the peer's address as `ConnectInfo<SocketAddr>`. A connection
+/// that takes longer than `header_timeout` to send a request's headers, or
+/// waits that long for its next request, is closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper arms this timer whenever it waits for a request head, idle
+    // keep-alive included, and drops it once the head has arrived.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -115,6 +127,7 @@ mod tests {
         let server = tokio::spawn(super::serve(
             listener,
             Router::new().route("/slow", get(slow)),
+            Duration::from_secs(30),
             async move {
                 let _ = stopped.await;
             },

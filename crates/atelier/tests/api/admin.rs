@@ -108,6 +108,67 @@ async fn unknown_routes_and_methods_get_json_errors() {
         .expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
 
+/// A client that trickles its headers (slow-loris) is cut off after
+/// `header_timeout`, and so is a keep-alive connection left idle that long;
+/// one that sends its request in time is answered, however long the answer
+/// takes.
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Every upstream answer takes longer than the header timeout.
+    let mock = atelier_mock_upstream::MockConfig {
+        latency: Duration::from_millis(1_500),
+        ..atelier_mock_upstream::MockConfig::default()
+    };
+    let app = TestApp::spawn_custom(mock, |s| s.header_timeout = Duration::from_secs(1)).await;
+    let user = app.user().await;
+    let slow_answer = app
+        .post(
+            "/v1/chat/completions",
+            Some(&user.access),
+            json!({"model": "mock/chat", "messages": [{"role": "user", "content": "take your time"}]}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(slow_answer.body["object"], "chat.completion");
+
+    // Reads until the server closes; returns what it sent and when it closed.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Instant) {
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut seen)).await;
+        let _ = read.expect("the server closed the connection");
+        (String::from_utf8_lossy(&seen).into_owned(), Instant::now())
+    }
+
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    let started = Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: atelier\r\n")
+        .await
+        .expect("write");
+    let (answer, closed) = until_closed(&mut slow).await;
+    let waited = closed - started;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: atelier\r\n\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let (answer, closed) = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "answered in time: {answer}");
+    let waited = closed - started;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "idle keep-alive closed after {waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
