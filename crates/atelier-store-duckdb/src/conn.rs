@@ -225,7 +225,7 @@ mod tests {
     async fn a_failed_or_panicking_write_leaves_nothing_and_the_next_one_works() {
         let conns = Connections::open(Path::new(":memory:")).expect("open");
         conns
-            .write(|c| sql::execute(c, "CREATE TABLE t (x INTEGER)", []).map(drop))
+            .write(|c| sql::execute(c, "CREATE TABLE t (x INTEGER)", []))
             .await
             .expect("create");
 
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(count(&conns), 0, "the panicking write's row was rolled back");
 
         conns
-            .write(|c| sql::execute(c, "INSERT INTO t VALUES (3)", []).map(drop))
+            .write(|c| sql::execute(c, "INSERT INTO t VALUES (3)", []))
             .await
             .expect("a write after both");
         assert_eq!(count(&conns), 1);

@@ -20,9 +20,10 @@ pub(crate) fn execute(
     conn: &duckdb::Connection,
     sql: &str,
     params: impl duckdb::Params,
-) -> Result<usize, StoreError> {
+) -> Result<(), StoreError> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute(params))
+        .map(drop)
         .map_err(err)
 }
 

@@ -42,7 +42,6 @@ pub(crate) fn create_conversation(tx: &Connection, c: &Conversation) -> StoreRes
             sql::micros(c.updated_at)
         ],
     )
-    .map(drop)
 }
 
 pub(crate) fn conversations(
@@ -137,7 +136,6 @@ pub(crate) fn add_messages(
         "UPDATE conversations SET updated_at = make_timestamp(?), model = coalesce(?, model) WHERE id = ?",
         duckdb::params![sql::micros(now), model, conversation_id.to_string()],
     )
-    .map(drop)
 }
 
 /// The messages alone; the conversation's activity is the caller's to mark.

@@ -52,7 +52,6 @@ fn insert(tx: &Connection, t: &TokenInsert) -> StoreResult<()> {
             sql::micros(t.family_expires_at),
         ],
     )
-    .map(drop)
 }
 
 struct Presented {
@@ -94,7 +93,6 @@ fn revoke_family(tx: &Connection, family_id: &str, now: DateTime<Utc>) -> StoreR
          WHERE family_id = ? AND revoked_at IS NULL",
         duckdb::params![sql::micros(now), family_id],
     )
-    .map(drop)
 }
 
 pub(crate) fn rotate(tx: &Connection, presented: TokenHash, next: &Rotation) -> StoreResult<RotateOutcome> {

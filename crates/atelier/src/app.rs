@@ -104,7 +104,7 @@ pub struct App {
 struct Background {
     tracker: TaskTracker,
     stop: CancellationToken,
-    usage: Option<UsageRecorder>,
+    usage: UsageRecorder,
     audit: Audit,
 }
 
@@ -190,12 +190,6 @@ impl App {
 
         let admin = AdminService::new(Arc::clone(&store), audit.clone());
 
-        let mut background = Background {
-            tracker: TaskTracker::new(),
-            stop: CancellationToken::new(),
-            usage: None,
-            audit: audit.clone(),
-        };
         let budgets = Arc::new(
             Budgets::load(
                 Arc::clone(&store),
@@ -210,6 +204,12 @@ impl App {
             Arc::clone(&budgets),
             settings.runtime.usage_write_interval,
         );
+        let background = Background {
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            usage: usage.clone(),
+            audit: audit.clone(),
+        };
         let keys = Arc::new(
             ApiKeys::load(Arc::clone(&store), audit)
                 .await
@@ -256,7 +256,6 @@ impl App {
             usage.clone(),
             settings.video.clone(),
         );
-        background.usage = Some(usage.clone());
         let passthrough =
             Passthrough::new(client.clone(), routing.clone(), usage, background.tracker.clone());
         tracing::info!(
@@ -333,9 +332,7 @@ impl App {
         {
             tracing::warn!("background tasks still running after {SHUTDOWN_GRACE:?}");
         }
-        if let Some(usage) = &self.background.usage {
-            usage.close().await;
-        }
+        self.background.usage.close().await;
         self.background.audit.close().await;
     }
 

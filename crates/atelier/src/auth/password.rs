@@ -214,7 +214,7 @@ impl Memory {
 fn hash_with(argon2: &Argon2<'_>, password: &[u8], memory: &mut Memory) -> anyhow::Result<String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
         .map_err(|e| anyhow::anyhow!("salt encoding failed: {e}"))?;
-    let hash = compute(argon2, password, salt.as_salt(), None, memory)
+    let hash = compute(argon2, password, salt.as_salt(), memory)
         .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
     Ok(PasswordHash {
         algorithm: ALGORITHM.ident(),
@@ -234,33 +234,40 @@ fn verify_with(password: &[u8], stored: &PasswordHash<'_>, memory: &mut Memory) 
     let (Some(salt), Some(expected)) = (stored.salt, &stored.hash) else {
         return false;
     };
-    let mut computed = || -> password_hash::Result<Output> {
-        let algorithm = Algorithm::try_from(stored.algorithm)?;
-        let version = stored
-            .version
-            .map(Version::try_from)
-            .transpose()?
-            .unwrap_or_default();
-        let argon2 = Argon2::new(algorithm, version, Params::try_from(stored)?);
-        compute(&argon2, password, salt, Some(expected.len()), memory)
-    };
     // `Output` compares in constant time.
-    computed().is_ok_and(|computed| &computed == expected)
+    rehash(password, stored, salt, memory).is_ok_and(|computed| &computed == expected)
 }
 
-/// The raw argon2 output for `password` and `salt`, `len` bytes long (the
-/// parameters' own length by default).
+/// `password` hashed as `stored` was: its algorithm, version and parameters
+/// (the output length included) with `salt`.
+fn rehash(
+    password: &[u8],
+    stored: &PasswordHash<'_>,
+    salt: Salt<'_>,
+    memory: &mut Memory,
+) -> password_hash::Result<Output> {
+    let algorithm = Algorithm::try_from(stored.algorithm)?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()?
+        .unwrap_or_default();
+    let argon2 = Argon2::new(algorithm, version, Params::try_from(stored)?);
+    compute(&argon2, password, salt, memory)
+}
+
+/// The raw argon2 output for `password` and `salt`, as long as the parameters
+/// say (32 bytes unless they say otherwise).
 fn compute(
     argon2: &Argon2<'_>,
     password: &[u8],
     salt: Salt<'_>,
-    len: Option<usize>,
     memory: &mut Memory,
 ) -> password_hash::Result<Output> {
     let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
     let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
     let params = argon2.params();
-    let len = len.unwrap_or_else(|| params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN));
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let blocks = memory.blocks(params.block_count());
     Output::init_with(len, |out| {
         Ok(argon2.hash_password_into_with_memory(password, salt_bytes, out, &mut *blocks)?)
@@ -399,8 +406,7 @@ mod tests {
         assert!(theirs_argon2.verify_password(b"plum orchards", &parsed).is_err());
         // Fed the same salt, both make the same string.
         let mut memory = Memory::default();
-        let again =
-            compute(&theirs_argon2, b"plum orchard", salt.as_salt(), None, &mut memory).expect("hash");
+        let again = compute(&theirs_argon2, b"plum orchard", salt.as_salt(), &mut memory).expect("hash");
         let reference = theirs_argon2.hash_password(b"plum orchard", &salt).expect("hash");
         assert_eq!(Some(again), reference.hash);
     }
