@@ -8,6 +8,7 @@
 //! worker.
 
 mod conn;
+mod credentials;
 mod export;
 mod gateway;
 mod jobs;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use conn::Connections;
+use credentials::CredentialsCache;
 
 /// Why the database file could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub struct DuckDbStore {
     /// recomputed by every claim, the last two under the writer's lock so that
     /// neither can overtake the other.
     open_jobs: Arc<AtomicBool>,
+    /// Login lookups, kept for the same reason the flag above can be exact.
+    credentials: Arc<CredentialsCache>,
 }
 
 impl std::fmt::Debug for DuckDbStore {
@@ -81,6 +85,18 @@ impl std::fmt::Debug for DuckDbStore {
 }
 
 impl DuckDbStore {
+    /// A write that changes users: the login lookups kept in memory are
+    /// forgotten once it is over, whether it committed or not.
+    async fn write_users<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&duckdb::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let written = self.conns.write(f).await;
+        self.credentials.forget_all();
+        written
+    }
+
     /// Opens (creating parent folders and the file as needed) and migrates the database
     /// at `path`; `:memory:` gives a private in-memory database.
     pub async fn open(path: impl AsRef<Path>) -> Result<(Self, MigrationReport), OpenError> {
@@ -97,6 +113,7 @@ impl DuckDbStore {
         let store = DuckDbStore {
             conns,
             open_jobs: Arc::new(AtomicBool::new(true)),
+            credentials: Arc::default(),
         };
         let report = store
             .migrate()
@@ -181,10 +198,19 @@ impl Store for DuckDbStore {
     }
 
     async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<Credentials>> {
-        let email = email.to_owned();
-        self.conns
-            .read(move |c| users::credentials(c, users::Lookup::Email(&email)))
-            .await
+        if let Some(kept) = self.credentials.get(email) {
+            return Ok(Some(kept));
+        }
+        let generation = self.credentials.generation();
+        let key = email.to_owned();
+        let found = self
+            .conns
+            .read(move |c| users::credentials(c, users::Lookup::Email(&key)))
+            .await?;
+        if let Some(found) = &found {
+            self.credentials.keep(generation, email, found);
+        }
+        Ok(found)
     }
 
     async fn credentials_by_id(&self, id: Uuid) -> StoreResult<Option<Credentials>> {
@@ -201,16 +227,14 @@ impl Store for DuckDbStore {
     #[tracing::instrument(skip(self, email))]
     async fn update_email(&self, id: Uuid, email: &str, now: DateTime<Utc>) -> StoreResult<User> {
         let email = email.to_owned();
-        self.conns
-            .write(move |tx| users::update_email(tx, id, &email, now))
+        self.write_users(move |tx| users::update_email(tx, id, &email, now))
             .await
     }
 
     #[tracing::instrument(skip(self, password_hash))]
     async fn set_password_hash(&self, id: Uuid, password_hash: &str) -> StoreResult<()> {
         let hash = password_hash.to_owned();
-        self.conns
-            .write(move |tx| users::set_password_hash(tx, id, &hash))
+        self.write_users(move |tx| users::set_password_hash(tx, id, &hash))
             .await
     }
 
@@ -223,31 +247,28 @@ impl Store for DuckDbStore {
         now: DateTime<Utc>,
     ) -> StoreResult<User> {
         let hash = password_hash.to_owned();
-        self.conns
-            .write(move |tx| {
-                users::set_password_hash(tx, id, &hash)?;
-                tokens::revoke_user_families(tx, id, keep_family, now)?;
-                users::move_valid_after(tx, id, now)
-            })
-            .await
+        self.write_users(move |tx| {
+            users::set_password_hash(tx, id, &hash)?;
+            tokens::revoke_user_families(tx, id, keep_family, now)?;
+            users::move_valid_after(tx, id, now)
+        })
+        .await
     }
 
     #[tracing::instrument(skip(self))]
     async fn set_role(&self, id: Uuid, role: Role, now: DateTime<Utc>) -> StoreResult<User> {
-        self.conns
-            .write(move |tx| users::set_role(tx, id, role, now))
+        self.write_users(move |tx| users::set_role(tx, id, role, now))
             .await
     }
 
     #[tracing::instrument(skip(self))]
     async fn delete_user(&self, id: Uuid) -> StoreResult<()> {
-        self.conns
-            .write(move |tx| {
-                users::delete(tx, id)?;
-                tokens::delete_user_tokens(tx, id)?;
-                studio::delete_user_content(tx, id)
-            })
-            .await
+        self.write_users(move |tx| {
+            users::delete(tx, id)?;
+            tokens::delete_user_tokens(tx, id)?;
+            studio::delete_user_content(tx, id)
+        })
+        .await
     }
 
     async fn count_users_by_role(&self) -> StoreResult<Vec<(Role, u64)>> {

@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
             duplicate_email_is_refused,
             list_users_filters_and_pages,
             update_email,
+            credentials_by_email_follow_every_change,
             set_role_moves_valid_after_and_keeps_one_admin,
             delete_user_takes_its_tokens_and_keeps_one_admin,
             change_password_revokes_other_families,
@@ -342,6 +343,54 @@ pub async fn update_email(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "got {err:?}");
+}
+
+/// A login looks the same email up again and again; whatever a store keeps
+/// between lookups, each change to the user shows at the next one.
+pub async fn credentials_by_email_follow_every_change(store: Arc<dyn Store>) {
+    let by_email = |email: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.credentials_by_email(email).await.unwrap() }
+    };
+    let user = store
+        .create_user(new_user("c@example.com", Role::User))
+        .await
+        .unwrap();
+    assert_eq!(by_email("c@example.com").await.unwrap().user, user);
+
+    store
+        .set_password_hash(user.id, "$argon2id$rehashed")
+        .await
+        .unwrap();
+    let creds = by_email("c@example.com").await.unwrap();
+    assert_eq!(creds.password_hash, "$argon2id$rehashed");
+
+    let at = now() + Duration::seconds(2);
+    store
+        .change_password(user.id, "$argon2id$changed", None, at)
+        .await
+        .unwrap();
+    let creds = by_email("c@example.com").await.unwrap();
+    assert_eq!(creds.password_hash, "$argon2id$changed");
+    assert_eq!(creds.user.tokens_valid_after, at);
+
+    store.set_role(user.id, Role::Admin, now()).await.unwrap();
+    assert_eq!(by_email("c@example.com").await.unwrap().user.role, Role::Admin);
+
+    store
+        .update_email(user.id, "c2@example.com", now())
+        .await
+        .unwrap();
+    assert!(by_email("c@example.com").await.is_none());
+    assert_eq!(by_email("c2@example.com").await.unwrap().user.id, user.id);
+
+    // The last admin cannot go; a second one lets the first be deleted.
+    store
+        .create_user(new_user("root@example.com", Role::Admin))
+        .await
+        .unwrap();
+    store.delete_user(user.id).await.unwrap();
+    assert!(by_email("c2@example.com").await.is_none());
 }
 
 pub async fn set_role_moves_valid_after_and_keeps_one_admin(store: Arc<dyn Store>) {
