@@ -86,15 +86,23 @@ impl std::fmt::Debug for DuckDbStore {
 
 impl DuckDbStore {
     /// A write that changes users: the login lookups kept in memory are
-    /// forgotten once it is over, whether it committed or not.
+    /// forgotten once it is over, whether it committed or not. In a task of
+    /// its own: a caller that stops waiting (a client gone mid-request) does
+    /// not stop the write on the blocking pool, and must not skip the
+    /// forgetting either, or an old password would keep working.
     async fn write_users<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&duckdb::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
-        let written = self.conns.write(f).await;
-        self.credentials.forget_all();
-        written
+        let (conns, credentials) = (self.conns.clone(), Arc::clone(&self.credentials));
+        tokio::spawn(async move {
+            let written = conns.write(f).await;
+            credentials.forget_all();
+            written
+        })
+        .await
+        .map_err(StoreError::backend)?
     }
 
     /// Opens (creating parent folders and the file as needed) and migrates the database

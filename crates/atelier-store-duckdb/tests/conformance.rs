@@ -43,3 +43,43 @@ async fn the_table_descriptions_match_the_schema() {
         .expect("open");
     atelier_store::conformance::tables_are_described(&store).await;
 }
+
+/// The store keeps login lookups in memory; a change whose caller stops
+/// waiting (a client gone mid-request) still commits on the blocking pool, and
+/// the next login must see it, not what was kept from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_abandoned_by_its_caller_still_reaches_logins() {
+    use atelier_store::{NewUser, Role};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (store, _) = DuckDbStore::open(dir.path().join("abandoned.duckdb"))
+        .await
+        .expect("open a fresh database");
+    let user = store
+        .create_user(NewUser {
+            id: uuid::Uuid::now_v7(),
+            email: "a@example.com".into(),
+            password_hash: "$argon2id$old".into(),
+            role: Role::User,
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let hash = async || {
+        let creds = store.credentials_by_email("a@example.com").await.unwrap();
+        creds.expect("credentials").password_hash
+    };
+    assert_eq!(hash().await, "$argon2id$old"); // now kept in memory
+
+    // Polled once, which starts the write, then dropped.
+    let abandoned =
+        tokio::time::timeout(Duration::ZERO, store.set_password_hash(user.id, "$argon2id$new")).await;
+    assert!(abandoned.is_err(), "the write finished within one poll");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hash().await != "$argon2id$new" {
+        assert!(Instant::now() < deadline, "logins still see the old hash");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
