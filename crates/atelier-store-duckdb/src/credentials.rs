@@ -21,6 +21,11 @@ pub(crate) struct CredentialsCache {
     state: Mutex<State>,
 }
 
+/// When a lookup missed: handed back to [`CredentialsCache::keep`] with what
+/// the database said, which is kept only if no write to users came between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Generation(u64);
+
 #[derive(Default)]
 struct State {
     /// Moved by every write to users: a lookup that started before a write
@@ -30,19 +35,20 @@ struct State {
 }
 
 impl CredentialsCache {
-    pub(crate) fn get(&self, email: &str) -> Option<Credentials> {
-        self.state.lock().by_email.get(email).cloned()
-    }
-
-    /// Taken before a lookup in the database, handed back to [`Self::keep`].
-    pub(crate) fn generation(&self) -> u64 {
-        self.state.lock().generation
+    /// What was kept for `email`, or the generation its database lookup runs in.
+    pub(crate) fn get(&self, email: &str) -> Result<Credentials, Generation> {
+        let state = self.state.lock();
+        state
+            .by_email
+            .get(email)
+            .cloned()
+            .ok_or(Generation(state.generation))
     }
 
     /// Keeps what a lookup read, unless a write to users happened since it began.
-    pub(crate) fn keep(&self, generation: u64, email: &str, credentials: &Credentials) {
+    pub(crate) fn keep(&self, since: Generation, email: &str, credentials: &Credentials) {
         let mut state = self.state.lock();
-        if state.generation != generation {
+        if Generation(state.generation) != since {
             return;
         }
         if state.by_email.len() >= CAPACITY {
@@ -84,15 +90,14 @@ mod tests {
     #[test]
     fn a_lookup_that_overlapped_a_write_is_not_kept() {
         let cache = CredentialsCache::default();
-        let before = cache.generation();
+        let before = cache.get("a@example.com").expect_err("nothing kept yet");
         cache.forget_all(); // a write lands while the lookup runs
         cache.keep(before, "a@example.com", &credentials("old"));
-        assert!(cache.get("a@example.com").is_none());
+        let now = cache.get("a@example.com").expect_err("the old hash was not kept");
 
-        let now = cache.generation();
         cache.keep(now, "a@example.com", &credentials("new"));
         assert_eq!(cache.get("a@example.com").unwrap().password_hash, "new");
         cache.forget_all();
-        assert!(cache.get("a@example.com").is_none());
+        assert!(cache.get("a@example.com").is_err());
     }
 }

@@ -206,10 +206,10 @@ impl Store for DuckDbStore {
     }
 
     async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<Credentials>> {
-        if let Some(kept) = self.credentials.get(email) {
-            return Ok(Some(kept));
-        }
-        let generation = self.credentials.generation();
+        let generation = match self.credentials.get(email) {
+            Ok(kept) => return Ok(Some(kept)),
+            Err(generation) => generation,
+        };
         let key = email.to_owned();
         let found = self
             .conns

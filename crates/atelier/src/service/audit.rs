@@ -4,9 +4,10 @@
 //! Every login used to write its audit record in a transaction of its own, a
 //! second one beside its session's: during a login storm that INSERT and its
 //! commit were about 40 % of the database work each login did at normal
-//! priority, beside the chat requests it was meant not to slow (ADR-0026). The log line is immediate; the
-//! row follows within `runtime.usage_write_interval`. Readers of the audit log
-//! call [`Audit::flush`] first; shutdown calls [`Audit::close`].
+//! priority, beside the chat requests it was meant not to slow (ADR-0026).
+//! The log line is immediate; the row follows within
+//! `runtime.usage_write_interval`. Readers of the audit log call
+//! [`Audit::flush`] first; shutdown calls [`Audit::close`].
 
 use std::sync::Arc;
 use std::time::Duration;
