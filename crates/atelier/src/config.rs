@@ -219,14 +219,21 @@ pub struct RuntimeSettings {
     /// Threads that run the async work (every request passes through one); 0 is
     /// one per core. Database calls and file reads run on other threads.
     pub worker_threads: usize,
-    /// The scheduling slice atelier's threads ask the kernel for (Linux 6.12 and
-    /// later; `0s` keeps the kernel's default, 0.7 ms times 1 + log2 of the
-    /// cores). A short one lets a thread that wakes take a core within about that
-    /// long, rather than after whatever holds it (a database write, another
-    /// process) has used its slice up, and makes atelier's own long work (the
-    /// usage writer's batches) give way as quickly. 0.1–100 ms.
+    /// The scheduling slice the async workers (and the accept loop) ask the
+    /// kernel for (Linux 6.12 and later; `0s` keeps the kernel's default, 0.7
+    /// ms times 1 + log2 of the cores, at most 2.8 ms). A short one lets a worker
+    /// that wakes take a core at once from a thread with a longer slice, rather
+    /// than after that thread has used its slice up. 0.1–100 ms.
     #[serde(with = "humantime_serde")]
     pub thread_slice: Duration,
+    /// The slice of the threads that work in long stretches: database calls,
+    /// file reads (the blocking pool) and password hashes (whose threads the
+    /// blocking pool starts). Longer than the
+    /// workers' and than the kernel's default, so that any other thread that
+    /// wakes, atelier's or another process's, preempts them (ADR-0029). `0s`:
+    /// the kernel's default; else 0.1–100 ms.
+    #[serde(with = "humantime_serde")]
+    pub background_slice: Duration,
     /// How long usage records (and audit-log rows) wait in memory before they
     /// are written together (sooner once 2,048 are waiting). Each write has a
     /// fixed cost (with DuckDB, a transaction and an appender, computed on
@@ -243,6 +250,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             worker_threads: 0,
             thread_slice: Duration::from_micros(100),
+            background_slice: Duration::from_millis(4),
             usage_write_interval: Duration::from_secs(1),
         }
     }
@@ -699,11 +707,16 @@ impl Settings {
         if a.access_token_ttl < Duration::from_secs(1) {
             return invalid("auth.access_token_ttl must be at least 1s".into());
         }
-        let slice = self.runtime.thread_slice;
-        if !slice.is_zero() && !(Duration::from_micros(100)..=Duration::from_millis(100)).contains(&slice) {
-            return invalid(
-                "runtime.thread_slice must be 0s (the kernel's default) or 100us to 100ms".into(),
-            );
+        for (name, slice) in [
+            ("thread_slice", self.runtime.thread_slice),
+            ("background_slice", self.runtime.background_slice),
+        ] {
+            if !slice.is_zero() && !(Duration::from_micros(100)..=Duration::from_millis(100)).contains(&slice)
+            {
+                return invalid(format!(
+                    "runtime.{name} must be 0s (the kernel's default) or 100us to 100ms"
+                ));
+            }
         }
         if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.runtime.usage_write_interval)
         {

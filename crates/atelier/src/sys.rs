@@ -53,48 +53,70 @@ pub fn release_program_pages() -> std::io::Result<usize> {
     Ok(0)
 }
 
-/// Asks the kernel to schedule the calling thread in slices of `slice` instead of
-/// its default (about 0.7 ms times 1 + log2 of the cores: 1.4 ms on 2). Since
-/// Linux 6.12 the fair scheduler (EEVDF) lets a thread that wakes with a shorter
-/// slice than the running one's preempt it, and since 6.17 a running thread is
-/// protected from that for at most the shortest slice queued beside it. So a
-/// thread that works in short bursts and then waits (an async worker) gets a core
-/// within about `slice` of waking, instead of after whatever other thread holds
-/// it (a database write, a password hash, another process) has run its slice
-/// out. The kernel clamps the slice to 0.1–100 ms; `Duration::ZERO` restores its
-/// default. Kernels before 6.12 accept and ignore it. Threads with another policy
-/// (real-time, idle) are left as they are. A new thread inherits the slice of the
-/// thread that started it.
+/// `struct sched_attr` as of Linux 3.14 (`SCHED_ATTR_SIZE_VER0`, 48 bytes).
 #[cfg(target_os = "linux")]
-pub fn set_thread_slice(slice: std::time::Duration) -> std::io::Result<()> {
-    /// `struct sched_attr` as of Linux 3.14 (`SCHED_ATTR_SIZE_VER0`, 48 bytes).
-    #[repr(C)]
-    #[derive(Default)]
-    struct SchedAttr {
-        size: u32,
-        policy: u32,
-        flags: u64,
-        nice: i32,
-        priority: u32,
-        runtime: u64,
-        deadline: u64,
-        period: u64,
-    }
-    const SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+#[cfg(target_os = "linux")]
+const SCHED_ATTR_SIZE: u32 = std::mem::size_of::<SchedAttr>() as u32;
+
+/// The calling thread's scheduling attributes.
+#[cfg(target_os = "linux")]
+fn sched_attr() -> std::io::Result<SchedAttr> {
     let mut attr = SchedAttr {
-        size: SIZE,
+        size: SCHED_ATTR_SIZE,
         ..SchedAttr::default()
     };
-    // SAFETY: the kernel writes at most `SIZE` bytes into `attr`, which is that
-    // large and lives across the call; pid 0 is the calling thread.
-    let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, SIZE, 0) };
+    // SAFETY: the kernel writes at most `SCHED_ATTR_SIZE` bytes into `attr`,
+    // which is that large and lives across the call; pid 0 is the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, SCHED_ATTR_SIZE, 0) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(attr)
+}
+
+/// The calling thread's scheduling slice as the kernel reports it: the one it
+/// asked for, or the default (zero on kernels before 6.12).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn thread_slice() -> std::io::Result<std::time::Duration> {
+    Ok(std::time::Duration::from_nanos(sched_attr()?.runtime))
+}
+
+/// Asks the kernel to schedule the calling thread in slices of `slice` instead of
+/// its default (0.7 ms times 1 + log2 of the cores, counting at most 8: 1.4
+/// ms on 2, 2.8 ms from 8). Since Linux 6.12 the fair scheduler (EEVDF) lets
+/// a thread that wakes with a shorter slice than the running one's preempt it
+/// (`PREEMPT_SHORT`), and since 6.17 a running thread is protected from that
+/// for at most the shortest slice queued beside it; between equal slices, a
+/// woken thread that does not win at its wakeup waits for the running one's
+/// slice to end, which on a kernel without high-resolution ticks is noticed
+/// only at the next tick (4 ms at 250 Hz). So a thread that works in short
+/// bursts and then waits (an async worker) should have a short slice, and one
+/// that works in long stretches (a database write, a password hash) a longer
+/// one than anything that may wake beside it. The kernel clamps the slice to
+/// 0.1–100 ms; `Duration::ZERO` restores its default. Kernels before 6.12
+/// accept and ignore it. Threads with another policy (real-time, idle) are left
+/// as they are. A new thread inherits the slice of the thread that started it,
+/// and keeps it through a change of policy or niceness.
+#[cfg(target_os = "linux")]
+pub fn set_thread_slice(slice: std::time::Duration) -> std::io::Result<()> {
+    let mut attr = sched_attr()?;
     if !matches!(attr.policy as i32, libc::SCHED_OTHER | libc::SCHED_BATCH) {
         return Ok(());
     }
-    attr.size = SIZE;
+    attr.size = SCHED_ATTR_SIZE;
     attr.flags = 0;
     attr.runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
     // SAFETY: the kernel reads `attr.size` bytes from `attr`, which holds them,
@@ -246,15 +268,9 @@ mod tests {
         .expect("thread");
     }
 
-    /// The calling thread's scheduling slice as the kernel reports it.
     #[cfg(target_os = "linux")]
     fn thread_slice() -> std::time::Duration {
-        let mut attr = [0u64; 6];
-        // SAFETY: a 48-byte buffer for the 48-byte `sched_attr`; pid 0 is this thread.
-        let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, attr.as_mut_ptr(), 48u32, 0) };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-        // size and policy, flags, nice and priority, then the runtime (the slice).
-        std::time::Duration::from_nanos(attr[3])
+        super::thread_slice().expect("sched_getattr")
     }
 
     #[cfg(target_os = "linux")]

@@ -313,6 +313,29 @@ mod tests {
         assert_eq!(nice, 19);
     }
 
+    /// The server starts the hashing threads from the blocking pool, whose long
+    /// slice they must keep through their change of policy (ADR-0029).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_keep_the_slice_of_the_thread_that_started_them() {
+        let slice = Duration::from_millis(3);
+        let (hasher, default) = std::thread::spawn(move || {
+            let default = crate::sys::thread_slice().expect("sched_getattr");
+            crate::sys::set_thread_slice(slice).expect("sched_setattr");
+            (PasswordHasher::new(8_192, 1, 1, 1).expect("hasher"), default)
+        })
+        .join()
+        .expect("thread");
+        let seen = hasher
+            .limited(|_| Ok(crate::sys::thread_slice()?))
+            .await
+            .expect("ran");
+        // Kernels before 6.12 report no slice for ordinary threads at all.
+        if !default.is_zero() {
+            assert_eq!(seen, slice);
+        }
+    }
+
     #[tokio::test]
     async fn hashes_verify_and_detect_old_parameters() {
         let hasher = PasswordHasher::new(19_456, 2, 1, 2).expect("hasher");
