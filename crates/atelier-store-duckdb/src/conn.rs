@@ -156,9 +156,10 @@ impl Connections {
             let value = f(&tx)?;
             // The crate's `commit` also runs its drop behaviour afterwards: a
             // ROLLBACK with no transaction open, which DuckDB parses, plans and
-            // refuses with an exception, ignored, after every write (a tenth
-            // of a login's database work, counted with `bench/callgrind
-            // --logins`). So the rollback is ours to make, where a commit fails.
+            // refuses with an exception, ignored, after every write: a quarter
+            // of a write's own statements, about 0.5 M instructions (counted
+            // with `bench/callgrind --logins`). So the rollback is ours to
+            // make, where a commit fails.
             tx.set_drop_behavior(DropBehavior::Ignore);
             if let Err(e) = tx.commit() {
                 let _ = conn.execute_batch("ROLLBACK");

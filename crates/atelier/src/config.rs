@@ -228,10 +228,10 @@ pub struct RuntimeSettings {
     pub thread_slice: Duration,
     /// The slice of the threads that work in long stretches: database calls,
     /// file reads (the blocking pool) and password hashes (whose threads the
-    /// blocking pool starts). Longer than the
-    /// workers' and than the kernel's default, so that any other thread that
-    /// wakes, atelier's or another process's, preempts them (ADR-0029). `0s`:
-    /// the kernel's default; else 0.1–100 ms.
+    /// blocking pool starts). Longer than the workers' and than the kernel's
+    /// default, so that any other thread that wakes, atelier's or another
+    /// process's, preempts them (ADR-0029). `0s`: the kernel's default; else
+    /// 0.1–100 ms.
     #[serde(with = "humantime_serde")]
     pub background_slice: Duration,
     /// How long usage records (and audit-log rows) wait in memory before they
