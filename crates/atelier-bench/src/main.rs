@@ -93,7 +93,7 @@ async fn run_only(args: &Args) -> Result<()> {
     }
     let want = |name: &str| args.only.iter().any(|o| o == name);
     let slow = want("throughput");
-    let (_mock, mock_url) = start_mock(&args.bin_dir, if slow { SLOW_MOCK_MS } else { 0 }, TOKEN_DELAY_MS)?;
+    let (mock, mock_url) = start_mock(&args.bin_dir, if slow { SLOW_MOCK_MS } else { 0 }, TOKEN_DELAY_MS)?;
     let dir = workdir()?;
     let (atelier, base, ready) = start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
     tokio::time::sleep(sizes.settle).await;
@@ -101,7 +101,7 @@ async fn run_only(args: &Args) -> Result<()> {
     print("ready_ms", serde_json::json!(ms(ready)));
     print("idle_mib", serde_json::json!(atelier.rss_mib()));
     print("idle_anon_mib", serde_json::json!(atelier.rss_anon_mib()));
-    let mut targets = Targets::new(&mock_url, &base)?;
+    let mut targets = Targets::new(&mock_url, mock.pid(), &base)?;
     targets.sign_in().await?;
     if want("latency") {
         print(
@@ -141,6 +141,7 @@ async fn run_only(args: &Args) -> Result<()> {
 async fn run(args: Args) -> Result<PathBuf> {
     let sizes = if args.smoke { SMOKE } else { FULL };
     let started = CpuClock::now();
+    let wakeup_late = report::wakeup_lateness(if args.smoke { 50 } else { 2_000 });
     let (mock, mock_url) = start_mock(&args.bin_dir, 0, TOKEN_DELAY_MS)?;
     let (slow_mock, slow_url) = start_mock(&args.bin_dir, SLOW_MOCK_MS, TOKEN_DELAY_MS)?;
     let dir = workdir()?;
@@ -153,7 +154,7 @@ async fn run(args: Args) -> Result<PathBuf> {
     tokio::time::sleep(sizes.settle).await;
     let (idle_mib, idle_anon_mib) = (atelier.rss_mib(), atelier.rss_anon_mib());
 
-    let mut targets = Targets::new(&mock_url, &base)?;
+    let mut targets = Targets::new(&mock_url, mock.pid(), &base)?;
     targets.sign_in().await?;
 
     eprintln!("added latency at concurrency 1");
@@ -171,7 +172,7 @@ async fn run(args: Args) -> Result<PathBuf> {
 
     eprintln!("throughput against a {SLOW_MOCK_MS} ms mock");
     let (atelier, base, _) = start_atelier(&args.bin_dir, &dir, &slow_url, &args.atelier_env).await?;
-    let mut targets = Targets::new(&slow_url, &base)?;
+    let mut targets = Targets::new(&slow_url, slow_mock.pid(), &base)?;
     targets.sign_in().await?;
     let throughput = scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?;
     let under_load_mib = throughput
@@ -190,7 +191,7 @@ async fn run(args: Args) -> Result<PathBuf> {
         commit: commit(),
         profile: args.profile,
         smoke: args.smoke,
-        machine: Machine::this(started),
+        machine: Machine::this(started, wakeup_late),
         startup: Startup {
             ready_fresh_ms: ms(ready_fresh),
             ready_existing_ms: ms(ready_existing),

@@ -14,6 +14,21 @@ pub const MOCK_KEY: &str = "bench-mock-key";
 pub const ADMIN_EMAIL: &str = "bench@example.com";
 pub const ADMIN_PASSWORD: &str = "bench admin orchid kettle lantern";
 
+/// The CPU time (user + system) a process has used so far, from /proc; zero
+/// when it cannot be read.
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    // The kernel's clock tick is 100 Hz on every Linux this runs on.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     child: Child,
@@ -47,16 +62,7 @@ impl Proc {
 
     /// CPU time used so far (user + system).
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // The command name is in parentheses and may hold spaces: count after it.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        // The kernel's clock tick is 100 Hz on every Linux this runs on.
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+        cpu_time_of(self.pid())
     }
 
     /// Stops with SIGTERM (graceful), waiting at most 30 s.

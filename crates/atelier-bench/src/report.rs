@@ -3,12 +3,13 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::scenarios::{AtRate, LatencyAtOne, Logins, Streaming, Throughput};
-use crate::stats::Comparison;
+use crate::stats::{Comparison, Percentiles};
 
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -20,6 +21,29 @@ pub struct Machine {
     /// in /proc/stat), in percent: on a shared VM, tails measured while it is high
     /// are the host's, not atelier's.
     pub steal_percent: Option<f64>,
+    /// How late an idle thread wakes from a 1 ms sleep, measured before the
+    /// run: every request crosses several wake-ups (load generator, atelier,
+    /// mock), so a host whose tail here is near a target's cannot show it.
+    pub wakeup_late: Percentiles,
+}
+
+/// Sleeps 1 ms `n` times on a thread of its own and returns how late each
+/// wake-up came: the host's timer and scheduling latency, with nothing else
+/// running.
+pub fn wakeup_lateness(n: usize) -> Percentiles {
+    let nap = Duration::from_millis(1);
+    let late: Vec<Duration> = std::thread::spawn(move || {
+        (0..n)
+            .map(|_| {
+                let t0 = Instant::now();
+                std::thread::sleep(nap);
+                t0.elapsed().saturating_sub(nap)
+            })
+            .collect()
+    })
+    .join()
+    .unwrap_or_default();
+    Percentiles::of(&late)
 }
 
 /// The machine's CPU time counters (/proc/stat), to tell how much was stolen.
@@ -54,7 +78,7 @@ impl CpuClock {
 
 impl Machine {
     /// This machine; `since` is when the run started.
-    pub fn this(since: Option<CpuClock>) -> Self {
+    pub fn this(since: Option<CpuClock>, wakeup_late: Percentiles) -> Self {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let cpu = read("/proc/cpuinfo")
             .lines()
@@ -74,6 +98,7 @@ impl Machine {
             steal_percent: since
                 .zip(CpuClock::now())
                 .and_then(|(start, end)| end.steal_percent_since(start)),
+            wakeup_late,
         }
     }
 }
@@ -232,6 +257,13 @@ fn markdown(r: &Results) -> String {
             }
         );
     }
+    let w = &m.wakeup_late;
+    let _ = writeln!(
+        out,
+        "An idle thread sleeping 1 ms woke late by p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms (before the run, \
+         nothing else running): each request waits on several such wake-ups.\n",
+        w.p50_ms, w.p99_ms, w.p999_ms
+    );
     let _ = writeln!(
         out,
         "## Targets\n\n| | target | measured | met |\n|---|---|---|---|"
@@ -256,13 +288,13 @@ fn markdown(r: &Results) -> String {
     let rates = |out: &mut String, steps: &[AtRate]| {
         let _ = writeln!(
             out,
-            "| rate (req/s) | direct p50 / p99 / p99.9 | through atelier | added | achieved | errors | atelier CPU ms/req | atelier RSS MiB |\n|---|---|---|---|---|---|---|---|"
+            "| rate (req/s) | direct p50 / p99 / p99.9 | through atelier | added | achieved | errors | CPU ms/req: atelier, mock, generator | atelier RSS MiB |\n|---|---|---|---|---|---|---|---|"
         );
         for s in steps {
             let c = &s.comparison;
             let _ = writeln!(
                 out,
-                "| {:.0} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | **{:.3}** / **{:.3}** / **{:.3}** | {:.0} | {} | {:.3} | {:.1} |",
+                "| {:.0} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | **{:.3}** / **{:.3}** / **{:.3}** | {:.0} | {} | {:.3}, {:.3}, {:.3} | {:.1} |",
                 s.rate,
                 c.direct.p50_ms,
                 c.direct.p99_ms,
@@ -276,6 +308,8 @@ fn markdown(r: &Results) -> String {
                 s.achieved_rate,
                 s.errors,
                 s.atelier_cpu_ms_per_request,
+                s.mock_cpu_ms_per_request,
+                s.generator_cpu_ms_per_request,
                 s.atelier_rss_mib,
             );
         }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::http1::{ConnPool, Prepared};
 use crate::load::{Outcome, closed_loop, open_loop};
-use crate::procs::{ADMIN_EMAIL, ADMIN_PASSWORD, MOCK_KEY, Proc};
+use crate::procs::{ADMIN_EMAIL, ADMIN_PASSWORD, MOCK_KEY, Proc, cpu_time_of};
 use crate::stats::{self, Comparison, Percentiles};
 
 /// How much load each scenario sends: the full run, or a smoke run that only
@@ -79,6 +79,8 @@ pub struct Targets {
     pools: Arc<Vec<ConnPool>>,
     /// The mock's API base, `http://…/api/v1`.
     pub mock: String,
+    /// The mock's process, whose CPU time the fixed rates report.
+    mock_pid: u32,
     /// atelier's base URL.
     pub atelier: String,
     pub jwt: String,
@@ -115,7 +117,7 @@ fn chat_body(model: &str, stream: bool, max_tokens: Option<u32>) -> Value {
 }
 
 impl Targets {
-    pub fn new(mock: &str, atelier: &str) -> Result<Self> {
+    pub fn new(mock: &str, mock_pid: u32, atelier: &str) -> Result<Self> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(4_096)
@@ -125,6 +127,7 @@ impl Targets {
             client,
             pools: Arc::new(Vec::new()),
             mock: mock.to_owned(),
+            mock_pid,
             atelier: atelier.to_owned(),
             jwt: String::new(),
             key: String::new(),
@@ -274,6 +277,10 @@ pub struct AtRate {
     pub generator_lag_ms: f64,
     /// atelier's CPU time per request, ms.
     pub atelier_cpu_ms_per_request: f64,
+    /// The mock's and the load generator's (this process's) over the same
+    /// requests: on a machine they share, what they take is not atelier's.
+    pub mock_cpu_ms_per_request: f64,
+    pub generator_cpu_ms_per_request: f64,
     pub atelier_rss_mib: f64,
 }
 
@@ -283,13 +290,23 @@ pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration)
         open_loop(rate, duration, 4_096, sender(t, Path::Direct)).await,
         "direct",
     )?;
-    let cpu_before = atelier.cpu_time();
+    let cpu_before = [
+        atelier.cpu_time(),
+        cpu_time_of(t.mock_pid),
+        cpu_time_of(std::process::id()),
+    ];
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = sample_rss(atelier.pid(), Arc::clone(&peak));
     let through = open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt)).await;
     sampler.abort();
-    let cpu = atelier.cpu_time().saturating_sub(cpu_before);
+    let cpu_after = [
+        atelier.cpu_time(),
+        cpu_time_of(t.mock_pid),
+        cpu_time_of(std::process::id()),
+    ];
     let served = (through.latencies.len() as u64 + through.errors).max(1);
+    let per_request =
+        |i: usize| cpu_after[i].saturating_sub(cpu_before[i]).as_secs_f64() * 1e3 / served as f64;
     Ok(AtRate {
         rate,
         comparison: Comparison::of(&direct.latencies, &through.latencies),
@@ -297,7 +314,9 @@ pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration)
         errors: through.errors + direct.errors,
         first_error: through.first_error.or(direct.first_error),
         generator_lag_ms: through.max_lag.max(direct.max_lag).as_secs_f64() * 1e3,
-        atelier_cpu_ms_per_request: cpu.as_secs_f64() * 1e3 / served as f64,
+        atelier_cpu_ms_per_request: per_request(0),
+        mock_cpu_ms_per_request: per_request(1),
+        generator_cpu_ms_per_request: per_request(2),
         atelier_rss_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
     })
 }
