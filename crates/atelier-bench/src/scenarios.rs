@@ -290,20 +290,20 @@ pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration)
         open_loop(rate, duration, 4_096, sender(t, Path::Direct)).await,
         "direct",
     )?;
-    let cpu_before = [
-        atelier.cpu_time(),
-        cpu_time_of(t.mock_pid),
-        cpu_time_of(std::process::id()),
-    ];
+    // atelier's, the mock's and the load generator's (this process's).
+    let cpu_times = || {
+        [
+            atelier.cpu_time(),
+            cpu_time_of(t.mock_pid),
+            cpu_time_of(std::process::id()),
+        ]
+    };
+    let cpu_before = cpu_times();
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = sample_rss(atelier.pid(), Arc::clone(&peak));
     let through = open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt)).await;
     sampler.abort();
-    let cpu_after = [
-        atelier.cpu_time(),
-        cpu_time_of(t.mock_pid),
-        cpu_time_of(std::process::id()),
-    ];
+    let cpu_after = cpu_times();
     let served = (through.latencies.len() as u64 + through.errors).max(1);
     let per_request =
         |i: usize| cpu_after[i].saturating_sub(cpu_before[i]).as_secs_f64() * 1e3 / served as f64;
