@@ -10,14 +10,15 @@
 mod error;
 pub mod sse;
 mod stream;
+mod transport;
 pub mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::{RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -26,6 +27,8 @@ use url::Url;
 
 pub use error::{TimeoutKind, UpstreamError};
 pub use stream::{ChatStream, StreamEvent};
+pub use transport::BodyStream;
+use transport::{Clients, Direct, Proxies, Reply, Settings, send_by_reqwest};
 pub use types::*;
 
 pub type Result<T, E = UpstreamError> = std::result::Result<T, E>;
@@ -72,11 +75,14 @@ impl Config {
     }
 }
 
-/// Cheap to clone; clones share one connection pool.
+/// Cheap to clone; clones share the connection pools.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    /// `chat/completions`, parsed once: the hot path.
+    /// The hot path's client for `chat/completions`; `None` when a proxy
+    /// applies to the upstream and chat goes by reqwest too (ADR-0030).
+    direct: Option<Arc<Direct>>,
+    /// `chat/completions`, parsed once, for reqwest when a proxy applies.
     chat_url: Arc<Url>,
     config: Arc<Config>,
 }
@@ -92,7 +98,15 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub fn new(config: Config) -> Result<Self> {
+        Self::with_proxies(config, &Proxies::FromEnvironment)
+    }
+
+    fn with_proxies(config: Config, proxies: &Proxies) -> Result<Self> {
         let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("atelier/", env!("CARGO_PKG_VERSION"))),
+        );
         for (name, value) in [
             ("http-referer", &config.referer),
             ("x-openrouter-title", &config.title),
@@ -103,21 +117,17 @@ impl Client {
                 headers.insert(name, value);
             }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            // Retries are this client's own (`execute`), made only while nothing
-            // has reached the caller; reqwest's would also copy every request for
-            // a replay it never makes.
-            .retry(reqwest::retry::never().max_retries_per_request(0))
-            // An upstream does not send atelier elsewhere (as for polling URLs).
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(headers)
-            .user_agent(concat!("atelier/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| UpstreamError::InvalidResponse(format!("cannot build the HTTP client: {e}")))?;
         let chat_url = join(&config.base_url, "chat/completions")?;
+        let clients = Clients::new(Settings {
+            connect_timeout: config.connect_timeout,
+            headers,
+            api_key: config.api_key.as_deref(),
+            chat_url: &chat_url,
+            proxies,
+        })?;
         Ok(Client {
-            http,
+            http: clients.reqwest,
+            direct: clients.direct.map(Arc::new),
             chat_url: Arc::new(chat_url),
             config: Arc::new(config),
         })
@@ -153,7 +163,7 @@ impl Client {
             stream: false,
             ..request.clone()
         };
-        let response = self.post(&self.chat_url, &body, deadline).await?;
+        let response = self.post_chat(json_bytes(&body)?, deadline).await?;
         read_json(response, deadline).await
     }
 
@@ -172,7 +182,7 @@ impl Client {
     /// answer's bytes come back unchanged, once they are known not to be an error.
     pub async fn chat_raw(&self, body: Bytes) -> Result<RawAnswer> {
         let deadline = self.deadline();
-        let response = self.post_bytes(&self.chat_url, body, deadline).await?;
+        let response = self.post_chat(body, deadline).await?;
         RawAnswer::read(read_body(response, deadline).await?)
     }
 
@@ -184,7 +194,7 @@ impl Client {
 
     async fn open_stream(&self, body: Bytes) -> Result<ChatStream> {
         let deadline = self.deadline();
-        let response = self.post_bytes(&self.chat_url, body, deadline).await?;
+        let response = self.post_chat(body, deadline).await?;
         let is_sse = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -197,7 +207,11 @@ impl Client {
                 "expected an event stream, got {value}"
             )));
         }
-        Ok(ChatStream::new(response, self.config.idle_timeout, deadline))
+        Ok(ChatStream::new(
+            response.into_stream(),
+            self.config.idle_timeout,
+            deadline,
+        ))
     }
 
     /// `GET models`, optionally filtered by output modality (`text`, `image`, `all`…).
@@ -230,13 +244,18 @@ impl Client {
         self.get_json(url, true).await
     }
 
-    /// `GET videos/{id}/content?index=N`: the video bytes, as a response to stream from.
-    pub async fn video_content(&self, job_id: &str, index: u32) -> Result<Response> {
+    /// `GET videos/{id}/content?index=N`: the video bytes, as they arrive.
+    pub async fn video_content(&self, job_id: &str, index: u32) -> Result<BodyStream> {
         let mut url = self.url(&format!("videos/{}/content", checked_id(job_id)?))?;
         url.query_pairs_mut().append_pair("index", &index.to_string());
         let deadline = self.deadline();
-        self.execute(|| self.authorized(self.http.get(url.clone())), deadline)
-            .await
+        let response = self
+            .execute(
+                || Ok(send_by_reqwest(self.authorized(self.http.get(url.clone()))?)),
+                deadline,
+            )
+            .await?;
+        Ok(response.into_stream())
     }
 
     /// `GET videos/models`.
@@ -265,24 +284,34 @@ impl Client {
 
     // ---- plumbing ----
 
-    async fn post<B: Serialize + ?Sized>(&self, url: &Url, body: &B, deadline: Instant) -> Result<Response> {
+    async fn post<B: Serialize + ?Sized>(&self, url: &Url, body: &B, deadline: Instant) -> Result<Reply> {
         self.post_bytes(url, json_bytes(body)?, deadline).await
     }
 
-    /// Posts a JSON body; `Bytes`, so a retry's copy is a reference count.
-    async fn post_bytes(&self, url: &Url, body: Bytes, deadline: Instant) -> Result<Response> {
+    /// Posts a JSON body by reqwest; `Bytes`, so a retry's copy is a reference count.
+    async fn post_bytes(&self, url: &Url, body: Bytes, deadline: Instant) -> Result<Reply> {
         self.execute(
             || {
-                self.authorized(
-                    self.http
-                        .post(url.clone())
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone()),
-                )
+                Ok(send_by_reqwest(
+                    self.authorized(
+                        self.http
+                            .post(url.clone())
+                            .header(reqwest::header::CONTENT_TYPE, "application/json")
+                            .body(body.clone()),
+                    )?,
+                ))
             },
             deadline,
         )
         .await
+    }
+
+    /// Posts a JSON chat request, by the direct client unless a proxy applies.
+    async fn post_chat(&self, body: Bytes, deadline: Instant) -> Result<Reply> {
+        match &self.direct {
+            Some(direct) => self.execute(|| direct.post(body.clone()), deadline).await,
+            None => self.post_bytes(&self.chat_url, body, deadline).await,
+        }
     }
 
     async fn get_json<T: DeserializeOwned>(&self, url: Url, auth: bool) -> Result<T> {
@@ -291,11 +320,12 @@ impl Client {
             .execute(
                 || {
                     let builder = self.http.get(url.clone());
-                    match (&self.config.api_key, auth) {
-                        (Some(key), _) => Ok(builder.bearer_auth(key)),
-                        (None, false) => Ok(builder),
-                        (None, true) => Err(UpstreamError::NotConfigured),
-                    }
+                    let builder = match (&self.config.api_key, auth) {
+                        (Some(key), _) => builder.bearer_auth(key),
+                        (None, false) => builder,
+                        (None, true) => return Err(UpstreamError::NotConfigured),
+                    };
+                    Ok(send_by_reqwest(builder))
                 },
                 deadline,
             )
@@ -304,15 +334,14 @@ impl Client {
     }
 
     /// Sends with retries; returns the first successful response (headers read,
-    /// body not yet).
-    async fn execute(
-        &self,
-        build: impl Fn() -> Result<RequestBuilder>,
-        deadline: Instant,
-    ) -> Result<Response> {
+    /// body not yet). `send` starts one attempt.
+    async fn execute<F>(&self, send: impl Fn() -> Result<F>, deadline: Instant) -> Result<Reply>
+    where
+        F: Future<Output = Result<Reply>>,
+    {
         let mut attempt = 0;
         loop {
-            let error = match self.attempt(build()?, deadline).await {
+            let error = match self.attempt(send()?, deadline).await {
                 Ok(response) => return Ok(response),
                 Err(e) => e,
             };
@@ -335,17 +364,16 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, request: RequestBuilder, deadline: Instant) -> Result<Response> {
+    async fn attempt(&self, sent: impl Future<Output = Result<Reply>>, deadline: Instant) -> Result<Reply> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let (limit, kind) = if self.config.first_byte_timeout < remaining {
             (self.config.first_byte_timeout, TimeoutKind::FirstByte)
         } else {
             (remaining, TimeoutKind::Total)
         };
-        let response = match tokio::time::timeout(limit, request.send()).await {
+        let response = match tokio::time::timeout(limit, sent).await {
             Err(_) => return Err(UpstreamError::Timeout(kind)),
-            Ok(Err(e)) => return Err(transport_error(&e)),
-            Ok(Ok(response)) => response,
+            Ok(result) => result?,
         };
         if response.status().is_success() {
             Ok(response)
@@ -374,33 +402,15 @@ fn checked_id(id: &str) -> Result<&str> {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout(TimeoutKind::Connect)
-    } else {
-        // The source chain says what really failed (refused, DNS…).
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(inner) = source {
-            text = format!("{text}: {inner}");
-            source = inner.source();
-        }
-        UpstreamError::Unreachable(text)
-    }
-}
-
-async fn read_body(response: Response, deadline: Instant) -> Result<Bytes> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    match tokio::time::timeout(remaining, response.bytes()).await {
-        Err(_) => Err(UpstreamError::Timeout(TimeoutKind::Total)),
-        Ok(Err(e)) => Err(transport_error(&e)),
-        Ok(Ok(bytes)) => Ok(bytes),
-    }
+async fn read_body(response: Reply, deadline: Instant) -> Result<Bytes> {
+    response
+        .bytes(deadline.saturating_duration_since(Instant::now()))
+        .await
 }
 
 /// Reads a JSON body, treating `{"error": …}` without a result as the error it is,
 /// whatever the status said.
-async fn read_json<T: DeserializeOwned>(response: Response, deadline: Instant) -> Result<T> {
+async fn read_json<T: DeserializeOwned>(response: Reply, deadline: Instant) -> Result<T> {
     let bytes = read_body(response, deadline).await?;
     check_not_error(&bytes)?;
     serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse(e.to_string()))
@@ -422,36 +432,34 @@ impl RawAnswer {
     /// shape is left out rather than failing an answer the client can use.
     fn read(bytes: Bytes) -> Result<Self> {
         let envelope = Envelope::of(&bytes)?;
-        Ok(RawAnswer {
-            model: envelope.model.and_then(|m| serde_json::from_str(m.get()).ok()),
-            usage: envelope.usage.and_then(|u| serde_json::from_str(u.get()).ok()),
-            bytes,
-        })
+        let model = envelope.model.and_then(|m| serde_json::from_str(m.get()).ok());
+        let usage = envelope.usage.and_then(|u| serde_json::from_str(u.get()).ok());
+        Ok(RawAnswer { bytes, model, usage })
     }
 }
 
 /// The top-level fields that tell an error envelope from an answer, and the two
 /// a chat answer's usage record needs; the rest of the body is skipped without
-/// being built.
+/// being built. The values are borrowed from the body, not copied.
 #[derive(serde::Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    error: Option<Box<RawValue>>,
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
     #[serde(default)]
     choices: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     data: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    model: Option<Box<RawValue>>,
-    #[serde(default)]
-    usage: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    usage: Option<&'a RawValue>,
 }
 
-impl Envelope {
+impl<'a> Envelope<'a> {
     /// Fails for a body that is not JSON or is an error inside a 200. An error
     /// envelope has an error *object*; a failed video job has an `error` string
     /// beside its other fields, and is a valid answer.
-    fn of(bytes: &[u8]) -> Result<Self> {
+    fn of(bytes: &'a [u8]) -> Result<Self> {
         let envelope: Envelope = serde_json::from_slice(bytes)
             .map_err(|e| UpstreamError::InvalidResponse(format!("not JSON: {e}")))?;
         match &envelope.error {
@@ -483,7 +491,7 @@ fn join(base: &Url, path: &str) -> Result<Url> {
         .map_err(|e| UpstreamError::InvalidResponse(format!("bad upstream URL: {e}")))
 }
 
-async fn status_error(response: Response, deadline: Instant) -> UpstreamError {
+async fn status_error(response: Reply, deadline: Instant) -> UpstreamError {
     let status = response.status();
     let retry_after = response
         .headers()
@@ -553,6 +561,94 @@ fn provider_detail(message: &str, metadata: Option<&serde_json::Value>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers its first request with a chat answer, and hands
+    /// back the request's head (as an upstream, or as a proxy).
+    async fn one_shot_server() -> (Url, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = Url::parse(&format!("http://{}", listener.local_addr().expect("addr"))).expect("url");
+        let asked = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the client hung up before its headers ended");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = r#"{"model":"m/served","choices":[{"message":{"content":"hi"}}]}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            socket.write_all(response.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&request).to_ascii_lowercase()
+        });
+        (url, asked)
+    }
+
+    fn client_of(base: &str, proxy: Option<Url>) -> Client {
+        let mut config = Config::new(Url::parse(base).expect("url"), Some("sk-test".into()));
+        config.referer = Some("https://studio.example".into());
+        config.title = Some("Studio".into());
+        Client::with_proxies(config, &Proxies::Given(proxy)).expect("client")
+    }
+
+    const CHAT_BODY: &[u8] = br#"{"model":"m","messages":[]}"#;
+
+    #[tokio::test]
+    async fn chat_goes_straight_with_every_header() {
+        let (upstream, asked) = one_shot_server().await;
+        let client = client_of(&format!("{upstream}api/v1"), None);
+        assert!(
+            client.direct.is_some(),
+            "no proxy applies: chat goes by the direct client"
+        );
+        let answer = client
+            .chat_raw(Bytes::from_static(CHAT_BODY))
+            .await
+            .expect("answer");
+        assert_eq!(answer.model.as_deref(), Some("m/served"));
+        let asked = asked.await.expect("server task");
+        assert!(
+            asked.starts_with("post /api/v1/chat/completions http/1.1\r\n"),
+            "{asked}"
+        );
+        for header in [
+            "authorization: bearer sk-test",
+            "content-type: application/json",
+            concat!("user-agent: atelier/", env!("CARGO_PKG_VERSION")),
+            "http-referer: https://studio.example",
+            "x-openrouter-title: studio",
+            "content-length: 27",
+            "host: 127.0.0.1:",
+        ] {
+            assert!(
+                asked.contains(&format!("\r\n{header}")),
+                "no {header:?} in {asked}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_goes_through_a_proxy_when_one_applies() {
+        let (proxy, asked) = one_shot_server().await;
+        let client = client_of("http://upstream.invalid/api/v1", Some(proxy));
+        assert!(client.direct.is_none(), "the direct client cannot use a proxy");
+        let answer = client
+            .chat_raw(Bytes::from_static(CHAT_BODY))
+            .await
+            .expect("answer");
+        assert_eq!(answer.model.as_deref(), Some("m/served"));
+        let asked = asked.await.expect("proxy task");
+        assert!(
+            asked.starts_with("post http://upstream.invalid/api/v1/chat/completions http/1.1\r\n"),
+            "{asked}"
+        );
+        assert!(asked.contains("\r\nauthorization: bearer sk-test"), "{asked}");
+        assert!(asked.contains("\r\nx-openrouter-title: studio"), "{asked}");
+    }
 
     fn read(json: &str) -> Result<RawAnswer> {
         RawAnswer::read(Bytes::from(json.to_owned()))

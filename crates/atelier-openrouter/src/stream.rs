@@ -1,14 +1,13 @@
 //! A streamed chat completion, read chunk by chunk.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::sse::{Item, SseParser};
+use crate::transport::BodyStream;
 use crate::types::ChatChunk;
 use crate::{TimeoutKind, UpstreamError};
 
@@ -23,7 +22,7 @@ pub enum StreamEvent {
 /// The body of a streaming chat completion. Dropping it closes the connection,
 /// which is how a request is cancelled upstream.
 pub struct ChatStream {
-    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    body: BodyStream,
     parser: SseParser,
     pending: VecDeque<Item>,
     idle: Duration,
@@ -40,9 +39,9 @@ impl std::fmt::Debug for ChatStream {
 }
 
 impl ChatStream {
-    pub(crate) fn new(response: reqwest::Response, idle: Duration, deadline: Instant) -> Self {
+    pub(crate) fn new(body: BodyStream, idle: Duration, deadline: Instant) -> Self {
         ChatStream {
-            body: Box::pin(response.bytes_stream()),
+            body,
             parser: SseParser::default(),
             pending: VecDeque::new(),
             idle,

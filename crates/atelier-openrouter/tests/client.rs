@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use atelier_mock_upstream::{MockConfig, MockUpstream};
 use atelier_openrouter::*;
+use futures_util::TryStreamExt;
 
 const CHAT: &str = "POST /api/v1/chat/completions";
 
@@ -339,13 +340,14 @@ async fn video_jobs_poll_through_relative_urls_and_download() {
             ]
         );
         assert!(done.usage.and_then(|u| u.cost).is_some_and(|c| c > 0.0));
-        let bytes = client
+        let chunks: Vec<_> = client
             .video_content(&job.id, 0)
             .await
             .expect("content")
-            .bytes()
+            .try_collect()
             .await
             .expect("bytes");
+        let bytes = chunks.concat();
         assert_eq!(&bytes[4..8], b"ftyp");
         assert_eq!(mock.hits(&format!("GET /api/v1/videos/{}", job.id)), 3);
     }

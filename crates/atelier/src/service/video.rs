@@ -327,9 +327,9 @@ impl VideoService {
     }
 
     async fn download(&self, job: &VideoJob) -> Result<Uuid, GenerationError> {
-        let response = self.client.video_content(&job.upstream_id, 0).await?;
+        let body = self.client.video_content(&job.upstream_id, 0).await?;
         // Straight from the upstream into storage, a part at a time.
-        let chunks = response.bytes_stream().map(|chunk| {
+        let chunks = body.map(|chunk| {
             chunk.map_err(|e| {
                 GenerationError::Upstream(UpstreamError::Unreachable(format!("video download: {e}")))
             })
