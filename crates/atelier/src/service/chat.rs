@@ -611,13 +611,19 @@ fn title_from(messages: &[InputMessage]) -> String {
 
 /// The first `max` characters of the text on one line, with an ellipsis if cut.
 pub fn excerpt(text: &str, max: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= max {
-        return line;
+    // The characters of the text with its whitespace runs made single spaces,
+    // read only as far as the excerpt needs: a long prompt is not copied whole.
+    let mut chars = text
+        .split_whitespace()
+        .enumerate()
+        .flat_map(|(i, word)| (i > 0).then_some(' ').into_iter().chain(word.chars()));
+    let mut line: String = chars.by_ref().take(max).collect();
+    if chars.next().is_some() {
+        // Too long: the first `max - 1` characters and an ellipsis.
+        line.pop();
+        line.push('…');
     }
-    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+    line
 }
 
 #[cfg(test)]
@@ -637,6 +643,10 @@ mod tests {
     fn titles_and_excerpts_are_one_short_line() {
         assert_eq!(excerpt("  hello\n\n world  ", 60), "hello world");
         assert_eq!(excerpt(&"a".repeat(100), 10), format!("{}…", "a".repeat(9)));
+        assert_eq!(excerpt(&"a".repeat(10), 10), "a".repeat(10));
+        assert_eq!(excerpt(" été  à\tParis ", 9), "été à Pa…");
+        assert_eq!(excerpt("été à", 5), "été à");
+        assert_eq!(excerpt("ab", 0), "…");
         let messages = vec![
             InputMessage {
                 role: "system".into(),
