@@ -286,30 +286,26 @@ pub(crate) fn user_media_keys(conn: &Connection, user_id: Uuid) -> StoreResult<V
 
 /// One appender for the whole batch: thousands of rows cost about one commit.
 pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) -> StoreResult<()> {
-    let mut appender = tx.appender("generations").map_err(sql::err)?;
-    for r in records {
+    sql::append_rows(tx, "generations", records, |appender, r| {
         let media_ids = encoding::join_list(&r.media_ids);
-        appender
-            .append_row(duckdb::params![
-                r.id.to_string(),
-                r.user_id.to_string(),
-                r.kind.as_str(),
-                r.model_requested,
-                r.model_served,
-                r.status.as_str(),
-                i64::try_from(r.prompt_tokens).unwrap_or(i64::MAX),
-                i64::try_from(r.completion_tokens).unwrap_or(i64::MAX),
-                r.cost_nanousd,
-                i64::try_from(r.latency_ms).unwrap_or(i64::MAX),
-                r.error,
-                r.summary,
-                r.conversation_id.map(|c| c.to_string()),
-                media_ids,
-                sql::timestamp(r.created_at),
-            ])
-            .map_err(sql::err)?;
-    }
-    appender.flush().map_err(sql::err)
+        appender.append_row(duckdb::params![
+            r.id.to_string(),
+            r.user_id.to_string(),
+            r.kind.as_str(),
+            r.model_requested,
+            r.model_served,
+            r.status.as_str(),
+            i64::try_from(r.prompt_tokens).unwrap_or(i64::MAX),
+            i64::try_from(r.completion_tokens).unwrap_or(i64::MAX),
+            r.cost_nanousd,
+            i64::try_from(r.latency_ms).unwrap_or(i64::MAX),
+            r.error,
+            r.summary,
+            r.conversation_id.map(|c| c.to_string()),
+            media_ids,
+            sql::timestamp(r.created_at),
+        ])
+    })
 }
 
 pub(crate) fn generations(

@@ -272,20 +272,16 @@ pub(crate) fn auth_states(conn: &Connection) -> StoreResult<Vec<AuthState>> {
 /// One appender for the whole batch: a login storm's records cost about one
 /// commit a second instead of one each.
 pub(crate) fn record_audits(tx: &Connection, records: &[AuditRecord]) -> StoreResult<()> {
-    let mut appender = tx.appender("audit_log").map_err(sql::err)?;
-    for r in records {
-        appender
-            .append_row(duckdb::params![
-                r.id.to_string(),
-                sql::timestamp(r.at),
-                r.event,
-                r.user_id.map(|u| u.to_string()),
-                r.actor_id.map(|u| u.to_string()),
-                r.ip,
-                r.request_id,
-                r.details,
-            ])
-            .map_err(sql::err)?;
-    }
-    appender.flush().map_err(sql::err)
+    sql::append_rows(tx, "audit_log", records, |appender, r| {
+        appender.append_row(duckdb::params![
+            r.id.to_string(),
+            sql::timestamp(r.at),
+            r.event,
+            r.user_id.map(|u| u.to_string()),
+            r.actor_id.map(|u| u.to_string()),
+            r.ip,
+            r.request_id,
+            r.details,
+        ])
+    })
 }

@@ -1054,6 +1054,25 @@ pub async fn generations_are_recorded_in_batches_and_paged(store: Arc<dyn Store>
         .unwrap();
     assert!(!more);
     assert_eq!(page2, vec![batch[0].clone()]);
+
+    // A batch as large as a busy second's (the DuckDB store yields the core
+    // while appending it): every row arrives, in order.
+    let big: Vec<GenerationRecord> = (0..1_000)
+        .map(|_| generation(other.id, GenerationKind::Chat, 0.0))
+        .collect();
+    store.record_generations(&big).await.unwrap();
+    let everything = GenerationQuery {
+        user_id: other.id,
+        kind: None,
+        before: None,
+        limit: 2_000,
+    };
+    let (rows, more) = store.generations(&everything).await.unwrap();
+    assert!(!more);
+    assert_eq!(rows.len(), 1_001);
+    assert_eq!(rows[0], big[999]);
+    assert_eq!(rows[500], big[499]);
+    assert_eq!(rows[1_000], batch[4]);
 }
 
 fn job(user_id: Uuid, at: DateTime<Utc>) -> VideoJob {
