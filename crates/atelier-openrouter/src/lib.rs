@@ -597,6 +597,16 @@ mod tests {
 
     const CHAT_BODY: &[u8] = br#"{"model":"m","messages":[]}"#;
 
+    /// Sends a chat that `one_shot_server` answers; returns what it was asked.
+    async fn chat_and_see(client: &Client, asked: tokio::task::JoinHandle<String>) -> String {
+        let answer = client
+            .chat_raw(Bytes::from_static(CHAT_BODY))
+            .await
+            .expect("answer");
+        assert_eq!(answer.model.as_deref(), Some("m/served"));
+        asked.await.expect("server task")
+    }
+
     #[tokio::test]
     async fn chat_goes_straight_with_every_header() {
         let (upstream, asked) = one_shot_server().await;
@@ -605,12 +615,7 @@ mod tests {
             client.direct.is_some(),
             "no proxy applies: chat goes by the direct client"
         );
-        let answer = client
-            .chat_raw(Bytes::from_static(CHAT_BODY))
-            .await
-            .expect("answer");
-        assert_eq!(answer.model.as_deref(), Some("m/served"));
-        let asked = asked.await.expect("server task");
+        let asked = chat_and_see(&client, asked).await;
         assert!(
             asked.starts_with("post /api/v1/chat/completions http/1.1\r\n"),
             "{asked}"
@@ -636,12 +641,7 @@ mod tests {
         let (proxy, asked) = one_shot_server().await;
         let client = client_of("http://upstream.invalid/api/v1", Some(proxy));
         assert!(client.direct.is_none(), "the direct client cannot use a proxy");
-        let answer = client
-            .chat_raw(Bytes::from_static(CHAT_BODY))
-            .await
-            .expect("answer");
-        assert_eq!(answer.model.as_deref(), Some("m/served"));
-        let asked = asked.await.expect("proxy task");
+        let asked = chat_and_see(&client, asked).await;
         assert!(
             asked.starts_with("post http://upstream.invalid/api/v1/chat/completions http/1.1\r\n"),
             "{asked}"
