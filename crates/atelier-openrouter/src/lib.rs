@@ -80,7 +80,8 @@ impl Config {
 pub struct Client {
     http: reqwest::Client,
     /// The hot path's client for `chat/completions`; `None` when a proxy
-    /// applies to the upstream and chat goes by reqwest too (ADR-0030).
+    /// applies to the upstream or no key is configured, and chat goes by
+    /// reqwest too (ADR-0030).
     direct: Option<Arc<Direct>>,
     /// `chat/completions`, parsed once, for reqwest when a proxy applies.
     chat_url: Arc<Url>,
@@ -309,7 +310,7 @@ impl Client {
     /// Posts a JSON chat request, by the direct client unless a proxy applies.
     async fn post_chat(&self, body: Bytes, deadline: Instant) -> Result<Reply> {
         match &self.direct {
-            Some(direct) => self.execute(|| direct.post(body.clone()), deadline).await,
+            Some(direct) => self.execute(|| Ok(direct.post(body.clone())), deadline).await,
             None => self.post_bytes(&self.chat_url, body, deadline).await,
         }
     }

@@ -42,7 +42,6 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Where proxy settings come from: the environment (`HTTPS_PROXY`, `NO_PROXY`…)
 /// in production; in tests, one proxy for everything or none at all.
-#[derive(Debug, Clone)]
 pub(crate) enum Proxies {
     FromEnvironment,
     #[cfg(test)]
@@ -99,7 +98,8 @@ fn builder_error(what: &str, e: &dyn std::fmt::Display) -> UpstreamError {
 /// The two clients, built from one configuration.
 pub(crate) struct Clients {
     pub reqwest: reqwest::Client,
-    /// `None` when a proxy applies to the chat URL.
+    /// `None` when a proxy applies to the chat URL, or without an API key
+    /// (reqwest's path then answers that none is configured).
     pub direct: Option<Direct>,
 }
 
@@ -133,11 +133,12 @@ impl Clients {
             .parse()
             .map_err(|e| builder_error("chat URL", &e))?;
         let proxied = settings.proxies.matcher().intercept(&chat_uri).is_some();
-        let direct = if proxied {
+        if proxied {
             tracing::info!("a proxy applies to the upstream: chat goes through it by reqwest");
-            None
-        } else {
-            Some(Direct::new(&settings, chat_uri)?)
+        }
+        let direct = match settings.api_key {
+            Some(key) if !proxied => Some(Direct::new(&settings, chat_uri, key)?),
+            _ => None,
         };
         Ok(Clients { reqwest, direct })
     }
@@ -148,14 +149,13 @@ impl Clients {
 pub(crate) struct Direct {
     client: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: hyper::Uri,
-    /// Content type, accept, user agent, attribution and (with a key) the
-    /// authorization, marked sensitive so no debug output shows it.
+    /// Content type, accept, user agent, attribution and the authorization,
+    /// marked sensitive so no debug output shows it.
     headers: HeaderMap,
-    has_key: bool,
 }
 
 impl Direct {
-    fn new(settings: &Settings<'_>, uri: hyper::Uri) -> Result<Self> {
+    fn new(settings: &Settings<'_>, uri: hyper::Uri, api_key: &str) -> Result<Self> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -173,36 +173,29 @@ impl Direct {
         let mut headers = settings.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        if let Some(key) = settings.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| builder_error("API key", &"not a valid header value"))?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        Ok(Direct {
-            client,
-            uri,
-            headers,
-            has_key: settings.api_key.is_some(),
-        })
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {api_key}"))
+            .map_err(|_| builder_error("API key", &"not a valid header value"))?;
+        authorization.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, authorization);
+        Ok(Direct { client, uri, headers })
     }
 
     /// Sends `body` (a JSON chat request); the future ends with the headers.
-    pub fn post(&self, body: Bytes) -> Result<impl Future<Output = Result<Reply>> + Send + use<>> {
-        if !self.has_key {
-            return Err(UpstreamError::NotConfigured);
-        }
+    pub fn post(&self, body: Bytes) -> impl Future<Output = Result<Reply>> + Send + use<> {
         let mut request = hyper::Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
         let sent = self.client.request(request);
-        Ok(async move {
+        async move {
             match sent.await {
                 Ok(response) => Ok(Reply::Direct(response)),
-                Err(e) => Err(transport_error(&e, false)),
+                Err(e) => {
+                    let connect_timeout = e.is_connect() && caused_by_timeout(&e);
+                    Err(transport_error(&e, connect_timeout))
+                }
             }
-        })
+        }
     }
 }
 
@@ -265,22 +258,28 @@ impl Reply {
     }
 }
 
-/// A failure to talk to the upstream at all: a connect timeout, or what
-/// really failed (refused, DNS, reset) from the error's source chain.
-fn transport_error(e: &(dyn std::error::Error + 'static), timed_out: bool) -> UpstreamError {
+/// A failure to talk to the upstream at all: the connect timeout when the
+/// caller says that is what ran out, else what really failed (refused, DNS,
+/// reset), from the error's source chain.
+fn transport_error(e: &(dyn std::error::Error + 'static), connect_timeout: bool) -> UpstreamError {
+    if connect_timeout {
+        return UpstreamError::Timeout(TimeoutKind::Connect);
+    }
     let mut text = e.to_string();
-    let mut timed_out = timed_out;
     let mut source = e.source();
     while let Some(inner) = source {
-        timed_out |= inner
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         text = format!("{text}: {inner}");
         source = inner.source();
     }
-    if timed_out {
-        UpstreamError::Timeout(TimeoutKind::Connect)
-    } else {
-        UpstreamError::Unreachable(text)
-    }
+    UpstreamError::Unreachable(text)
+}
+
+/// Whether an I/O timeout is among the error's causes (hyper-util's connector
+/// reports its connect timeout so).
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(e.source(), |inner| inner.source()).any(|inner| {
+        inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
