@@ -651,6 +651,66 @@ mod tests {
         assert!(asked.contains("\r\nx-openrouter-title: studio"), "{asked}");
     }
 
+    /// A listener whose accept queue is full: the kernel drops further SYNs,
+    /// so a connect to it hangs until the caller gives up. Kept alive by the
+    /// returned sockets.
+    fn unanswering_listener() -> (Url, tokio::net::TcpListener, Vec<std::net::TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        // A backlog of 0 still queues a connection or two; fill it until a
+        // connect times out, which is what the client must then meet.
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                    let url = Url::parse(&format!("http://{addr}/api/v1")).expect("url");
+                    return (url, listener, queued);
+                }
+            }
+        }
+        panic!("the accept queue never filled");
+    }
+
+    #[tokio::test]
+    async fn a_connect_that_hangs_is_a_connect_timeout_and_a_refused_one_is_unreachable() {
+        let (upstream, _listener, _queued) = unanswering_listener();
+        let mut config = Config::new(upstream, Some("sk-test".into()));
+        config.connect_timeout = Duration::from_millis(300);
+        config.max_retries = 0;
+        let client = Client::with_proxies(config.clone(), &Proxies::Given(None)).expect("client");
+        assert!(client.direct.is_some(), "chat goes by the direct client");
+        let started = std::time::Instant::now();
+        let err = client
+            .chat_raw(Bytes::from_static(CHAT_BODY))
+            .await
+            .expect_err("nobody answers");
+        assert!(
+            matches!(err, UpstreamError::Timeout(TimeoutKind::Connect)),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // A port nobody listens on refuses at once: not a timeout.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        config.base_url = Url::parse(&format!("http://127.0.0.1:{port}/api/v1")).expect("url");
+        let client = Client::with_proxies(config, &Proxies::Given(None)).expect("client");
+        let err = client
+            .chat_raw(Bytes::from_static(CHAT_BODY))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, UpstreamError::Unreachable(_)), "{err:?}");
+    }
+
     fn read(json: &str) -> Result<RawAnswer> {
         RawAnswer::read(Bytes::from(json.to_owned()))
     }
