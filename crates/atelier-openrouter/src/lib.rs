@@ -79,12 +79,8 @@ impl Config {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    /// The hot path's client for `chat/completions`; `None` when a proxy
-    /// applies to the upstream or no key is configured, and chat goes by
-    /// reqwest too (ADR-0030).
-    direct: Option<Arc<Direct>>,
-    /// `chat/completions`, parsed once, for reqwest when a proxy applies.
-    chat_url: Arc<Url>,
+    /// How `chat/completions`, the hot path, is reached (ADR-0030).
+    chat: Arc<ChatRoute>,
     config: Arc<Config>,
 }
 
@@ -128,8 +124,10 @@ impl Client {
         })?;
         Ok(Client {
             http: clients.reqwest,
-            direct: clients.direct.map(Arc::new),
-            chat_url: Arc::new(chat_url),
+            chat: Arc::new(match clients.direct {
+                Some(direct) => ChatRoute::Direct(direct),
+                None => ChatRoute::Reqwest(chat_url),
+            }),
             config: Arc::new(config),
         })
     }
@@ -309,9 +307,9 @@ impl Client {
 
     /// Posts a JSON chat request, by the direct client unless a proxy applies.
     async fn post_chat(&self, body: Bytes, deadline: Instant) -> Result<Reply> {
-        match &self.direct {
-            Some(direct) => self.execute(|| Ok(direct.post(body.clone())), deadline).await,
-            None => self.post_bytes(&self.chat_url, body, deadline).await,
+        match &*self.chat {
+            ChatRoute::Direct(direct) => self.execute(|| Ok(direct.post(body.clone())), deadline).await,
+            ChatRoute::Reqwest(url) => self.post_bytes(url, body, deadline).await,
         }
     }
 
@@ -486,6 +484,17 @@ fn check_not_error(bytes: &[u8]) -> Result<()> {
 }
 
 /// `base` + `/` + `path`.
+/// The one way chat goes for a client's whole life.
+#[allow(clippy::large_enum_variant, reason = "one per client, behind an Arc")]
+enum ChatRoute {
+    /// By hyper-util's client, its URI and headers made once.
+    Direct(Direct),
+    /// By reqwest, to this URL (`chat/completions`, parsed once): when a proxy
+    /// applies to the upstream, or no key is configured (reqwest's path then
+    /// answers that none is).
+    Reqwest(Url),
+}
+
 fn join(base: &Url, path: &str) -> Result<Url> {
     let base = base.as_str().trim_end_matches('/');
     Url::parse(&format!("{base}/{path}"))
@@ -613,7 +622,7 @@ mod tests {
         let (upstream, asked) = one_shot_server().await;
         let client = client_of(&format!("{upstream}api/v1"), None);
         assert!(
-            client.direct.is_some(),
+            matches!(*client.chat, ChatRoute::Direct(_)),
             "no proxy applies: chat goes by the direct client"
         );
         let asked = chat_and_see(&client, asked).await;
@@ -641,7 +650,10 @@ mod tests {
     async fn chat_goes_through_a_proxy_when_one_applies() {
         let (proxy, asked) = one_shot_server().await;
         let client = client_of("http://upstream.invalid/api/v1", Some(proxy));
-        assert!(client.direct.is_none(), "the direct client cannot use a proxy");
+        assert!(
+            matches!(*client.chat, ChatRoute::Reqwest(_)),
+            "the direct client cannot use a proxy"
+        );
         let asked = chat_and_see(&client, asked).await;
         assert!(
             asked.starts_with("post http://upstream.invalid/api/v1/chat/completions http/1.1\r\n"),
@@ -682,7 +694,10 @@ mod tests {
         config.connect_timeout = Duration::from_millis(300);
         config.max_retries = 0;
         let client = Client::with_proxies(config.clone(), &Proxies::Given(None)).expect("client");
-        assert!(client.direct.is_some(), "chat goes by the direct client");
+        assert!(
+            matches!(*client.chat, ChatRoute::Direct(_)),
+            "chat goes by the direct client"
+        );
         let started = std::time::Instant::now();
         let err = client
             .chat_raw(Bytes::from_static(CHAT_BODY))
