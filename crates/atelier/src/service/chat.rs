@@ -1,7 +1,9 @@
 //! Multi-turn chat with stored conversations, answered whole or streamed.
 //!
-//! The user's new messages are stored before the upstream is called, so they are
-//! kept whatever happens next. The answer is stored when it ends: `complete`,
+//! The user's new messages are stored while the upstream is asked, and nothing of
+//! the answer goes out or is stored before they are: they are kept whatever
+//! happens next, and their commit (an fsync, milliseconds) does not delay the
+//! answer's first byte. The answer is stored when it ends: `complete`,
 //! `failed` (with what arrived before the failure) or `aborted` (the client went
 //! away; the upstream request is dropped at once, which cancels it). Every
 //! outcome is a usage record.
@@ -16,7 +18,7 @@ use atelier_store::{
     ChatMessage, Conversation, ConversationQuery, GenerationKind, GenerationRecord, GenerationStatus,
     MessageStatus, Role, Store, usd_to_nanos,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -173,15 +175,12 @@ impl ChatService {
         role: Role,
         input: ChatInput,
     ) -> Result<ChatReply, GenerationError> {
-        let prepared = self.prepare(user_id, role, input).await?;
-        let attempt = self
-            .routing
-            .router
-            .run(&prepared.plan, |model| {
-                let request = prepared.for_model(model);
-                async move { self.client.chat(&request).await.map_err(GenerationError::from) }
-            })
-            .await;
+        let (prepared, question) = self.prepare(user_id, role, input).await?;
+        let attempt = self.routing.router.run(&prepared.plan, |model| {
+            let request = prepared.for_model(model);
+            async move { self.client.chat(&request).await.map_err(GenerationError::from) }
+        });
+        let attempt = while_storing(self.store_question(&prepared, question), attempt).await?;
         match attempt {
             Ok((response, tried)) => {
                 let (served, usage) = served_and_usage(&response, tried);
@@ -216,21 +215,18 @@ impl ChatService {
         input: ChatInput,
         hold: H,
     ) -> Result<ChatStreamStart, GenerationError> {
-        let prepared = self.prepare(user_id, role, input).await?;
+        let (prepared, question) = self.prepare(user_id, role, input).await?;
         // Another model can still be tried until the first byte has arrived.
-        let attempt = self
-            .routing
-            .router
-            .run(&prepared.plan, |model| {
-                let request = prepared.for_model(model);
-                async move {
-                    self.client
-                        .chat_stream(&request)
-                        .await
-                        .map_err(GenerationError::from)
-                }
-            })
-            .await;
+        let attempt = self.routing.router.run(&prepared.plan, |model| {
+            let request = prepared.for_model(model);
+            async move {
+                self.client
+                    .chat_stream(&request)
+                    .await
+                    .map_err(GenerationError::from)
+            }
+        });
+        let attempt = while_storing(self.store_question(&prepared, question), attempt).await?;
         let upstream = match attempt {
             Ok((stream, _)) => stream,
             Err(e) => return Err(self.failed(&prepared, e).await?),
@@ -337,12 +333,14 @@ impl ChatService {
         let _ = tx.send(event).await;
     }
 
+    /// Checks the input and the conversation, and builds the request and the
+    /// question to store (the caller stores it while the upstream is asked).
     async fn prepare(
         &self,
         user_id: Uuid,
         role: Role,
         input: ChatInput,
-    ) -> Result<Prepared, GenerationError> {
+    ) -> Result<(Prepared, Question), GenerationError> {
         validate(&input)?;
         let plan = self.routing.plan(&input.model, Action::Chat, role)?;
         let now = Utc::now();
@@ -389,14 +387,11 @@ impl ChatService {
                 created_at: now,
             })
             .collect();
-        // Stored before the upstream is asked, so the question survives a failure.
-        if input.conversation_id.is_none() {
-            self.store.create_conversation(&conversation, &new).await?;
-        } else {
-            self.store
-                .add_messages(conversation.id, &new, Some(&input.model), now)
-                .await?;
-        }
+        let question = Question {
+            messages: new,
+            new_conversation: input.conversation_id.is_none(),
+            at: now,
+        };
         history.extend(
             input
                 .messages
@@ -410,7 +405,7 @@ impl ChatService {
             .find(|m| m.role == "user")
             .map(|m| excerpt(&m.content, 200))
             .unwrap_or_default();
-        Ok(Prepared {
+        let prepared = Prepared {
             user_id,
             conversation,
             plan,
@@ -423,7 +418,29 @@ impl ChatService {
             },
             summary,
             started: Instant::now(),
-        })
+        };
+        Ok((prepared, question))
+    }
+
+    /// Stores a turn's new messages: with the conversation for a first turn,
+    /// else added to it, which marks its activity and the model last asked.
+    async fn store_question(&self, prepared: &Prepared, question: Question) -> Result<(), GenerationError> {
+        let conversation = &prepared.conversation;
+        if question.new_conversation {
+            self.store
+                .create_conversation(conversation, &question.messages)
+                .await?;
+        } else {
+            self.store
+                .add_messages(
+                    conversation.id,
+                    &question.messages,
+                    Some(&prepared.request.model),
+                    question.at,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn finish(
@@ -565,6 +582,28 @@ impl ChatService {
     }
 }
 
+/// A turn's new messages, stored while the upstream is asked.
+struct Question {
+    messages: Vec<ChatMessage>,
+    /// The first turn: the conversation is stored with them.
+    new_conversation: bool,
+    at: DateTime<Utc>,
+}
+
+/// Runs `answer` while `stored` completes, and gives the answer back only once
+/// the question is stored: the upstream's first byte does not wait for the
+/// commit, and no answer goes out (or is stored) for a question that was not
+/// kept. A failed write drops `answer` at once, which cancels the upstream call
+/// (after it has begun, unlike when the write came first: a failing store is
+/// rare, a commit on every turn is not).
+async fn while_storing<T>(
+    stored: impl Future<Output = Result<(), GenerationError>>,
+    answer: impl Future<Output = T>,
+) -> Result<T, GenerationError> {
+    let ((), answer) = tokio::try_join!(stored, async { Ok(answer.await) })?;
+    Ok(answer)
+}
+
 fn not_found_as(what: &'static str) -> impl Fn(atelier_store::StoreError) -> GenerationError {
     move |e| match e {
         atelier_store::StoreError::NotFound => GenerationError::NotFound(what),
@@ -628,7 +667,70 @@ pub fn excerpt(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
     use super::*;
+
+    /// The upstream is asked while the question is being stored: here the
+    /// write can only finish once the answer has begun.
+    #[tokio::test]
+    async fn the_answer_is_asked_for_while_the_question_is_stored() {
+        let (begun, answer_begun) = oneshot::channel();
+        let stored = async {
+            answer_begun.await.expect("the answer began");
+            Ok(())
+        };
+        let answer = async {
+            begun.send(()).expect("the write waits");
+            "answer"
+        };
+        let both = tokio::time::timeout(Duration::from_secs(5), while_storing(stored, answer)).await;
+        assert_eq!(both.expect("ran side by side").expect("stored"), "answer");
+    }
+
+    /// An answer that is ready first is given back only once the question is stored.
+    #[tokio::test]
+    async fn an_early_answer_waits_for_the_question_to_be_stored() {
+        let start = Instant::now();
+        let stored = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        };
+        let answer = while_storing(stored, async { "answer" }).await.expect("stored");
+        assert_eq!(answer, "answer");
+        assert!(
+            start.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// A question that could not be stored gets no answer: the write's error
+    /// comes back at once and the upstream call is dropped, which cancels it.
+    #[tokio::test]
+    async fn a_failed_write_drops_the_answer_at_once() {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = Flag(Arc::clone(&dropped));
+        let answer = async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+        };
+        let stored = async { Err(GenerationError::Invalid("disk full".into())) };
+        let result = tokio::time::timeout(Duration::from_secs(5), while_storing(stored, answer))
+            .await
+            .expect("not waiting for the answer");
+        assert!(matches!(result, Err(GenerationError::Invalid(m)) if m == "disk full"));
+        assert!(dropped.load(Ordering::SeqCst), "the upstream call is dropped");
+    }
 
     /// Every open stream's channel holds its events in blocks of 32 slots, each
     /// slot the size of the largest event: a delta (a `String`) and a tag.

@@ -492,6 +492,66 @@ async fn upstream_failures_map_to_clear_statuses() {
     assert_eq!(history["generations"][0]["status"], "failed");
 }
 
+/// The question is stored while the upstream is asked; when the upstream
+/// fails, the failure is stored after it, in a new conversation and in a
+/// continued one, streamed or not.
+#[tokio::test]
+async fn a_question_the_upstream_fails_is_kept_with_the_failure() {
+    let app = TestApp::spawn().await;
+    let user = app.user().await;
+    let token = Some(user.access.as_str());
+    for stream in [false, true] {
+        let mut body = ask("mock/error-502", "Is the river long?");
+        body["stream"] = json!(stream);
+        app.post("/ai/chat", token, body)
+            .await
+            .expect_error(StatusCode::BAD_GATEWAY, "upstream_unavailable");
+        let list = app
+            .get("/ai/conversations", token)
+            .await
+            .expect(StatusCode::OK)
+            .body;
+        let id = list["conversations"][0]["id"]
+            .as_str()
+            .expect("a conversation")
+            .to_owned();
+        let mut follow_up = ask("mock/error-502", "And wide?");
+        follow_up["conversation_id"] = json!(id);
+        follow_up["stream"] = json!(stream);
+        app.post("/ai/chat", token, follow_up)
+            .await
+            .expect_error(StatusCode::BAD_GATEWAY, "upstream_unavailable");
+
+        let detail = app
+            .get(&format!("/ai/conversations/{id}"), token)
+            .await
+            .expect(StatusCode::OK)
+            .body;
+        let turns: Vec<(&str, &str, &str)> = detail["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap_or_default(),
+                    m["status"].as_str().unwrap_or_default(),
+                    m["content"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                ("user", "complete", "Is the river long?"),
+                ("assistant", "failed", ""),
+                ("user", "complete", "And wide?"),
+                ("assistant", "failed", ""),
+            ],
+            "stream={stream}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_slow_or_keyless_upstream() {
     let slow = TestApp::spawn_custom(
