@@ -43,7 +43,8 @@ struct Args {
     #[arg(long = "atelier-env", value_name = "KEY=VALUE", value_parser = key_value)]
     atelier_env: Vec<(String, String)>,
     /// Only these scenarios (comma-separated: latency, rates, streaming, logins,
-    /// throughput); all by default.
+    /// throughput, studio); all by default. With throughput or studio (the
+    /// studio's chat against a 20 ms model) the mock answers in 20 ms for all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// With `--only`: these rates (requests/s) instead of the standard ones, for
@@ -63,6 +64,8 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 const TOKEN_DELAY_MS: u64 = 10;
 /// The mock's latency for the throughput scenario.
 const SLOW_MOCK_MS: u64 = 20;
+/// The row of the studio's chat against that mock, in the latency table.
+const SLOW_STUDIO_CHAT: &str = "/ai/chat against a 20 ms model (stores the conversation)";
 
 fn commit() -> String {
     let git = |args: &[&str]| {
@@ -92,7 +95,7 @@ async fn run_only(args: &Args) -> Result<()> {
         sizes.whole_ladder = true;
     }
     let want = |name: &str| args.only.iter().any(|o| o == name);
-    let slow = want("throughput");
+    let slow = want("throughput") || want("studio");
     let (mock, mock_url) = start_mock(&args.bin_dir, if slow { SLOW_MOCK_MS } else { 0 }, TOKEN_DELAY_MS)?;
     let dir = workdir()?;
     let (atelier, base, ready) = start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
@@ -127,7 +130,15 @@ async fn run_only(args: &Args) -> Result<()> {
             serde_json::to_value(scenarios::logins(&targets, &sizes).await?)?,
         );
     }
-    if slow {
+    if want("studio") {
+        print(
+            "studio",
+            serde_json::to_value(
+                scenarios::studio_chat(&targets, sizes.slow_rest_chat_requests, SLOW_STUDIO_CHAT).await?,
+            )?,
+        );
+    }
+    if want("throughput") {
         print(
             "throughput",
             serde_json::to_value(scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?)?,
@@ -175,6 +186,9 @@ async fn run(args: Args) -> Result<PathBuf> {
     let mut targets = Targets::new(&slow_url, slow_mock.pid(), &base)?;
     targets.sign_in().await?;
     let throughput = scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?;
+    eprintln!("the studio's chat against the {SLOW_MOCK_MS} ms mock");
+    let mut latency = latency;
+    latency.push(scenarios::studio_chat(&targets, sizes.slow_rest_chat_requests, SLOW_STUDIO_CHAT).await?);
     let under_load_mib = throughput
         .steps
         .iter()

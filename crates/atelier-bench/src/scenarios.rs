@@ -21,6 +21,9 @@ use crate::stats::{self, Comparison, Percentiles};
 pub struct Sizes {
     pub latency_requests: usize,
     pub rest_chat_requests: usize,
+    /// `/ai/chat` requests against the slow mock, where a model's own time can
+    /// hide what atelier does meanwhile (storing the question, ADR-0032).
+    pub slow_rest_chat_requests: usize,
     pub rates: Cow<'static, [f64]>,
     pub rate_duration: Duration,
     pub throughput_rates: Cow<'static, [f64]>,
@@ -40,6 +43,7 @@ pub struct Sizes {
 pub const FULL: Sizes = Sizes {
     latency_requests: 10_000,
     rest_chat_requests: 1_000,
+    slow_rest_chat_requests: 200,
     rates: Cow::Borrowed(&[500.0, 1_000.0, 2_000.0]),
     rate_duration: Duration::from_secs(5),
     throughput_rates: Cow::Borrowed(&[
@@ -58,6 +62,7 @@ pub const FULL: Sizes = Sizes {
 pub const SMOKE: Sizes = Sizes {
     latency_requests: 30,
     rest_chat_requests: 10,
+    slow_rest_chat_requests: 5,
     rates: Cow::Borrowed(&[50.0]),
     rate_duration: Duration::from_millis(400),
     throughput_rates: Cow::Borrowed(&[50.0, 100.0]),
@@ -238,16 +243,6 @@ pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Ve
             samples[i].push(t0.elapsed());
         }
     }
-    let mut rest = Vec::new();
-    let mut direct_for_rest = Vec::new();
-    for _ in 0..sizes.rest_chat_requests {
-        let t0 = Instant::now();
-        t.chat(Path::Direct).await.map_err(anyhow::Error::msg)?;
-        direct_for_rest.push(t0.elapsed());
-        let t0 = Instant::now();
-        t.chat(Path::RestChat).await.map_err(anyhow::Error::msg)?;
-        rest.push(t0.elapsed());
-    }
     Ok(vec![
         LatencyAtOne {
             path: "/v1/chat/completions, access token",
@@ -257,11 +252,27 @@ pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Ve
             path: "/v1/chat/completions, API key",
             comparison: Comparison::of(&samples[0], &samples[2]),
         },
-        LatencyAtOne {
-            path: "/ai/chat (stores the conversation)",
-            comparison: Comparison::of(&direct_for_rest, &rest),
-        },
+        studio_chat(t, sizes.rest_chat_requests, "/ai/chat (stores the conversation)").await?,
     ])
+}
+
+/// The studio's chat (`/ai/chat`, a new conversation each time) one request at
+/// a time, each after the same request straight to the mock.
+pub async fn studio_chat(t: &Targets, requests: usize, path: &'static str) -> Result<LatencyAtOne> {
+    let mut rest = Vec::with_capacity(requests);
+    let mut direct = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t0 = Instant::now();
+        t.chat(Path::Direct).await.map_err(anyhow::Error::msg)?;
+        direct.push(t0.elapsed());
+        let t0 = Instant::now();
+        t.chat(Path::RestChat).await.map_err(anyhow::Error::msg)?;
+        rest.push(t0.elapsed());
+    }
+    Ok(LatencyAtOne {
+        path,
+        comparison: Comparison::of(&direct, &rest),
+    })
 }
 
 // ---------------------------------------------------------------- fixed rates
