@@ -350,6 +350,11 @@ fn markdown(r: &Results) -> String {
     );
     comparison_row(&mut out, "time to first token", &s.time_to_first_token);
     comparison_row(&mut out, "gap between tokens", &s.gap_between_tokens);
+    comparison_row(
+        &mut out,
+        "time to first token, the studio's chat (/ai/chat)",
+        &s.studio_time_to_first_token,
+    );
     let c = &s.concurrent;
     let _ = writeln!(
         out,

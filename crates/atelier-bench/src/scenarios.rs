@@ -470,6 +470,9 @@ pub struct Streaming {
     pub token_delay_ms: u64,
     pub time_to_first_token: Comparison,
     pub gap_between_tokens: Comparison,
+    /// The studio's streamed chat (`/ai/chat`, a new conversation each time),
+    /// which stores the question while the model is asked (ADR-0032).
+    pub studio_time_to_first_token: Comparison,
     pub concurrent: ConcurrentStreams,
 }
 
@@ -489,9 +492,12 @@ pub struct ConcurrentStreams {
 }
 
 pub async fn streaming(t: &Targets, atelier: &Proc, sizes: &Sizes, token_delay_ms: u64) -> Result<Streaming> {
-    let (mut ttft, mut gaps) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    let (mut ttft, mut gaps): ([Vec<Duration>; 3], [Vec<Duration>; 3]) = Default::default();
     for _ in 0..sizes.stream_samples {
-        for (i, path) in [Path::Direct, Path::V1Jwt].into_iter().enumerate() {
+        for (i, path) in [Path::Direct, Path::V1Jwt, Path::RestChat]
+            .into_iter()
+            .enumerate()
+        {
             let timing = stream_once(t, path, "mock/chat", None)
                 .await
                 .map_err(anyhow::Error::msg)?;
@@ -504,6 +510,7 @@ pub async fn streaming(t: &Targets, atelier: &Proc, sizes: &Sizes, token_delay_m
         token_delay_ms,
         time_to_first_token: Comparison::of(&ttft[0], &ttft[1]),
         gap_between_tokens: Comparison::of(&gaps[0], &gaps[1]),
+        studio_time_to_first_token: Comparison::of(&ttft[0], &ttft[2]),
         concurrent,
     })
 }

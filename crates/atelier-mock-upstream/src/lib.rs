@@ -40,6 +40,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::{Listener as _, ListenerExt as _};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -139,7 +140,15 @@ impl MockUpstream {
     }
 
     pub async fn bind(addr: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        // Each token leaves at once, as from a real upstream: without
+        // TCP_NODELAY a token written while the previous write is unacknowledged
+        // waits for the client's delayed ACK (up to 40 ms) on a kept-alive
+        // connection, which the bench would count against atelier.
+        let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let addr = listener.local_addr()?;
         let mock = Arc::new(Mock {
             config,
