@@ -346,15 +346,8 @@ impl ChatService {
         let now = Utc::now();
         let (conversation, mut history) = match input.conversation_id {
             Some(id) => {
-                let conversation = self
-                    .store
-                    .conversation(user_id, id)
-                    .await?
-                    .ok_or(GenerationError::NotFound("conversation"))?;
-                let history: Vec<Message> = self
-                    .store
-                    .messages(id)
-                    .await?
+                let (conversation, messages) = self.conversation(user_id, id).await?;
+                let history: Vec<Message> = messages
                     .into_iter()
                     .filter(|m| m.status == MessageStatus::Complete)
                     .map(|m| Message::new(&m.role, m.content))
@@ -547,12 +540,11 @@ impl ChatService {
         user_id: Uuid,
         id: Uuid,
     ) -> Result<(Conversation, Vec<ChatMessage>), GenerationError> {
-        let conversation = self
-            .store
-            .conversation(user_id, id)
-            .await?
-            .ok_or(GenerationError::NotFound("conversation"))?;
-        let messages = self.store.messages(id).await?;
+        // Both reads at once (each a trip to the blocking pool). The messages
+        // of a conversation that is not the user's are read only to be dropped.
+        let (conversation, messages) =
+            tokio::try_join!(self.store.conversation(user_id, id), self.store.messages(id))?;
+        let conversation = conversation.ok_or(GenerationError::NotFound("conversation"))?;
         Ok((conversation, messages))
     }
 
