@@ -492,7 +492,9 @@ pub struct ConcurrentStreams {
 }
 
 pub async fn streaming(t: &Targets, atelier: &Proc, sizes: &Sizes, token_delay_ms: u64) -> Result<Streaming> {
-    let (mut ttft, mut gaps): ([Vec<Duration>; 3], [Vec<Duration>; 3]) = Default::default();
+    // Times to first token straight, through `/v1` and through the studio's
+    // chat; gaps between tokens straight and through `/v1`.
+    let (mut ttft, mut gaps): ([Vec<Duration>; 3], [Vec<Duration>; 2]) = Default::default();
     for _ in 0..sizes.stream_samples {
         for (i, path) in [Path::Direct, Path::V1Jwt, Path::RestChat]
             .into_iter()
@@ -502,7 +504,9 @@ pub async fn streaming(t: &Targets, atelier: &Proc, sizes: &Sizes, token_delay_m
                 .await
                 .map_err(anyhow::Error::msg)?;
             ttft[i].push(timing.first_token);
-            gaps[i].extend(timing.gaps);
+            if let Some(gaps) = gaps.get_mut(i) {
+                gaps.extend(timing.gaps);
+            }
         }
     }
     let concurrent = concurrent_streams(t, atelier, sizes.concurrent_streams).await?;
