@@ -42,8 +42,8 @@ struct Args {
     /// measure their effect.
     #[arg(long = "atelier-env", value_name = "KEY=VALUE", value_parser = key_value)]
     atelier_env: Vec<(String, String)>,
-    /// Only these scenarios (comma-separated: latency, rates, streaming, logins,
-    /// throughput, studio); all by default. With throughput or studio (the
+    /// Only these scenarios (comma-separated: latency, turns, rates, streaming,
+    /// logins, throughput, studio); all by default. With throughput or studio (the
     /// studio's chat against a 20 ms model) the mock answers in 20 ms for all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -130,6 +130,12 @@ async fn run_only(args: &Args) -> Result<()> {
             serde_json::to_value(scenarios::logins(&targets, &sizes).await?)?,
         );
     }
+    if want("turns") {
+        print(
+            "studio_turns",
+            serde_json::to_value(scenarios::studio_turns(&targets, sizes.studio_turns).await?)?,
+        );
+    }
     if want("studio") {
         print(
             "studio",
@@ -169,7 +175,9 @@ async fn run(args: Args) -> Result<PathBuf> {
     targets.sign_in().await?;
 
     eprintln!("added latency at concurrency 1");
-    let latency = scenarios::latency_at_concurrency_one(&targets, &sizes).await?;
+    let mut latency = scenarios::latency_at_concurrency_one(&targets, &sizes).await?;
+    eprintln!("continued studio turns");
+    let studio_turns = scenarios::studio_turns(&targets, sizes.studio_turns).await?;
     eprintln!("fixed rates");
     let mut fixed_rates = Vec::new();
     for &rate in sizes.rates.iter() {
@@ -187,7 +195,6 @@ async fn run(args: Args) -> Result<PathBuf> {
     targets.sign_in().await?;
     let throughput = scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?;
     eprintln!("the studio's chat against the {SLOW_MOCK_MS} ms mock");
-    let mut latency = latency;
     latency.push(scenarios::studio_chat(&targets, sizes.slow_rest_chat_requests, SLOW_STUDIO_CHAT).await?);
     let under_load_mib = throughput
         .steps
@@ -218,6 +225,7 @@ async fn run(args: Args) -> Result<PathBuf> {
             after_load_anon_mib,
         },
         latency_at_concurrency_one: latency,
+        studio_turns,
         fixed_rates,
         throughput,
         streaming,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::scenarios::{AtRate, LatencyAtOne, Logins, Streaming, Throughput};
+use crate::scenarios::{AtRate, LatencyAtOne, Logins, Streaming, StudioTurns, Throughput};
 use crate::stats::{Comparison, Percentiles};
 
 #[derive(Debug, Serialize)]
@@ -139,6 +139,7 @@ pub struct Results {
     pub startup: Startup,
     pub memory: Memory,
     pub latency_at_concurrency_one: Vec<LatencyAtOne>,
+    pub studio_turns: StudioTurns,
     pub fixed_rates: Vec<AtRate>,
     pub throughput: Throughput,
     pub streaming: Streaming,
@@ -285,6 +286,14 @@ fn markdown(r: &Results) -> String {
     for l in &r.latency_at_concurrency_one {
         comparison_row(&mut out, l.path, &l.comparison);
     }
+    let (turn, page) = (&r.studio_turns.turn, &r.studio_turns.page);
+    let _ = writeln!(
+        out,
+        "\nContinued studio turns ({} of them, instant mock), p50 / p90 / p99: the turn \
+         (`POST /ai/chat` with a `conversation_id`) {:.3} / {:.3} / {:.3}, the conversation's \
+         page after it (`GET /ai/conversations/{{id}}`) {:.3} / {:.3} / {:.3}.",
+        turn.count, turn.p50_ms, turn.p90_ms, turn.p99_ms, page.p50_ms, page.p90_ms, page.p99_ms,
+    );
     let rates = |out: &mut String, steps: &[AtRate]| {
         let _ = writeln!(
             out,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -24,6 +24,8 @@ pub struct Sizes {
     /// `/ai/chat` requests against the slow mock, where a model's own time can
     /// hide what atelier does meanwhile (storing the question, ADR-0032).
     pub slow_rest_chat_requests: usize,
+    /// Continued studio turns, in conversations of ten.
+    pub studio_turns: usize,
     pub rates: Cow<'static, [f64]>,
     pub rate_duration: Duration,
     pub throughput_rates: Cow<'static, [f64]>,
@@ -44,6 +46,7 @@ pub const FULL: Sizes = Sizes {
     latency_requests: 10_000,
     rest_chat_requests: 1_000,
     slow_rest_chat_requests: 200,
+    studio_turns: 100,
     rates: Cow::Borrowed(&[500.0, 1_000.0, 2_000.0]),
     rate_duration: Duration::from_secs(5),
     throughput_rates: Cow::Borrowed(&[
@@ -63,6 +66,7 @@ pub const SMOKE: Sizes = Sizes {
     latency_requests: 30,
     rest_chat_requests: 10,
     slow_rest_chat_requests: 5,
+    studio_turns: 4,
     rates: Cow::Borrowed(&[50.0]),
     rate_duration: Duration::from_millis(400),
     throughput_rates: Cow::Borrowed(&[50.0, 100.0]),
@@ -272,6 +276,63 @@ pub async fn studio_chat(t: &Targets, requests: usize, path: &'static str) -> Re
     Ok(LatencyAtOne {
         path,
         comparison: Comparison::of(&direct, &rest),
+    })
+}
+
+/// Continued studio turns, and the conversation's page after each.
+#[derive(Debug, Serialize)]
+pub struct StudioTurns {
+    /// `POST /ai/chat` with a `conversation_id`, not streamed.
+    pub turn: Percentiles,
+    /// `GET /ai/conversations/{id}`.
+    pub page: Percentiles,
+}
+
+/// `turns` continued turns one at a time (the instant mock), in conversations
+/// of ten, each turn followed by the conversation's page: what a conversation's
+/// reads cost, which a new conversation's turn does not show.
+pub async fn studio_turns(t: &Targets, turns: usize) -> Result<StudioTurns> {
+    const PER_CONVERSATION: usize = 10;
+    let (mut turn, mut page) = (Vec::with_capacity(turns), Vec::with_capacity(turns));
+    let mut body = chat_body("mock/chat", false, None);
+    for i in 0..turns {
+        if i % PER_CONVERSATION == 0 {
+            body["conversation_id"] = Value::Null;
+            let first: Value = t
+                .request(Path::RestChat, &body)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            body["conversation_id"] = first["conversation_id"].clone();
+        }
+        let id = body["conversation_id"]
+            .as_str()
+            .context("no conversation_id")?
+            .to_owned();
+        let t0 = Instant::now();
+        t.request(Path::RestChat, &body)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        turn.push(t0.elapsed());
+        let t0 = Instant::now();
+        t.client
+            .get(format!("{}/ai/conversations/{id}", t.atelier))
+            .bearer_auth(&t.jwt)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        page.push(t0.elapsed());
+    }
+    Ok(StudioTurns {
+        turn: Percentiles::of(&turn),
+        page: Percentiles::of(&page),
     })
 }
 

@@ -483,7 +483,6 @@ fn check_not_error(bytes: &[u8]) -> Result<()> {
     Envelope::of(bytes).map(drop)
 }
 
-/// `base` + `/` + `path`.
 /// The one way chat goes for a client's whole life.
 #[allow(clippy::large_enum_variant, reason = "one per client, behind an Arc")]
 enum ChatRoute {
@@ -495,6 +494,7 @@ enum ChatRoute {
     Reqwest(Url),
 }
 
+/// `base` + `/` + `path`.
 fn join(base: &Url, path: &str) -> Result<Url> {
     let base = base.as_str().trim_end_matches('/');
     Url::parse(&format!("{base}/{path}"))
