@@ -293,42 +293,30 @@ pub struct StudioTurns {
 /// reads cost, which a new conversation's turn does not show.
 pub async fn studio_turns(t: &Targets, turns: usize) -> Result<StudioTurns> {
     const PER_CONVERSATION: usize = 10;
+    // One request read to its end, timed; an error status is an error.
+    async fn timed(request: reqwest::RequestBuilder) -> Result<(Duration, Vec<u8>)> {
+        let t0 = Instant::now();
+        let body = request.send().await?.error_for_status()?.bytes().await?;
+        Ok((t0.elapsed(), body.to_vec()))
+    }
     let (mut turn, mut page) = (Vec::with_capacity(turns), Vec::with_capacity(turns));
     let mut body = chat_body("mock/chat", false, None);
     for i in 0..turns {
         if i % PER_CONVERSATION == 0 {
             body["conversation_id"] = Value::Null;
-            let first: Value = t
-                .request(Path::RestChat, &body)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            body["conversation_id"] = first["conversation_id"].clone();
+            let (_, first) = timed(t.request(Path::RestChat, &body)).await?;
+            body["conversation_id"] = serde_json::from_slice::<Value>(&first)?["conversation_id"].clone();
         }
         let id = body["conversation_id"]
             .as_str()
             .context("no conversation_id")?
             .to_owned();
-        let t0 = Instant::now();
-        t.request(Path::RestChat, &body)
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        turn.push(t0.elapsed());
-        let t0 = Instant::now();
-        t.client
+        turn.push(timed(t.request(Path::RestChat, &body)).await?.0);
+        let read = t
+            .client
             .get(format!("{}/ai/conversations/{id}", t.atelier))
-            .bearer_auth(&t.jwt)
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        page.push(t0.elapsed());
+            .bearer_auth(&t.jwt);
+        page.push(timed(read).await?.0);
     }
     Ok(StudioTurns {
         turn: Percentiles::of(&turn),
