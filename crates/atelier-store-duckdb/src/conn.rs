@@ -2,12 +2,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Weak};
 
-use atelier_store::{StoreError, StoreResult};
+use atelier_store::{NewSession, StoreError, StoreResult};
 use duckdb::{Connection, DropBehavior, Transaction};
 use parking_lot::Mutex;
 
+use crate::sessions::{PendingSessions, WRITE_WITHIN};
 use crate::{OpenError, sql};
 
 /// Idle reader connections kept for reuse; more are cloned on demand under load.
@@ -68,6 +69,9 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Where new readers are cloned from, so that cloning never waits for a write.
     origin: Mutex<Connection>,
+    /// New sessions not yet written: every operation on refresh tokens writes
+    /// them first.
+    sessions: PendingSessions,
     /// Declared last: released only after every connection above has closed.
     _claim: OpenFile,
 }
@@ -116,6 +120,7 @@ impl Connections {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 origin: Mutex::new(origin),
+                sessions: PendingSessions::default(),
                 _claim: claim,
             }),
         })
@@ -149,31 +154,90 @@ impl Connections {
         F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        blocking(move || transact(&mut inner.writer.lock(), f)).await
+    }
+
+    /// [`write`](Self::write) for what reads or changes refresh tokens (or the
+    /// users they belong to): the new sessions still waiting are written first,
+    /// in a transaction of their own, so `f` finds them (ADR-0033).
+    pub(crate) async fn write_after_sessions<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
         blocking(move || {
             let mut conn = inner.writer.lock();
-            let mut tx = conn.transaction().map_err(sql::err)?;
-            // Dropped on an error from `f`, the transaction rolls back.
-            let value = f(&tx)?;
-            // The crate's `commit` also runs its drop behaviour afterwards: a
-            // ROLLBACK with no transaction open, which DuckDB parses, plans and
-            // refuses with an exception, ignored, after every write: a quarter
-            // of a write's own statements, about 0.5 M instructions (counted
-            // with `bench/callgrind --logins`). So the rollback is ours to
-            // make, where a commit fails.
-            tx.set_drop_behavior(DropBehavior::Ignore);
-            if let Err(e) = tx.commit() {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(sql::err(e));
-            }
-            Ok(value)
+            inner.sessions.write(&mut conn)?;
+            transact(&mut conn, f)
         })
         .await
+    }
+
+    /// Keeps a new session to be written before the next operation on refresh
+    /// tokens, or within [`WRITE_WITHIN`] (ADR-0033).
+    pub(crate) fn keep_session(&self, session: NewSession) {
+        if !self.inner.sessions.push(session) {
+            return; // a write is already arranged
+        }
+        // Holds the connections only weakly: a store dropped meanwhile has
+        // written its sessions as it closed, and its file must be free at once.
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(WRITE_WITHIN).await;
+            if let Some(conns) = Weak::upgrade(&inner).map(|inner| Connections { inner }) {
+                // A failure is logged and the sessions kept for the next write.
+                let _ = conns.write_sessions().await;
+            }
+        });
+    }
+
+    /// Writes the new sessions still waiting: before reading refresh tokens.
+    pub(crate) async fn write_sessions(&self) -> StoreResult<()> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.sessions.write(&mut inner.writer.lock())).await
     }
 
     /// Writes everything to the database file, so the next start needs no WAL replay.
     pub(crate) async fn checkpoint(&self) -> StoreResult<()> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || inner.writer.lock().execute_batch("CHECKPOINT").map_err(sql::err)).await
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            inner.sessions.write(&mut conn)?;
+            conn.execute_batch("CHECKPOINT").map_err(sql::err)
+        })
+        .await
+    }
+}
+
+/// Runs `f` in one transaction on `conn`: committed when `f` returns `Ok`,
+/// rolled back otherwise.
+pub(crate) fn transact<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let mut tx = conn.transaction().map_err(sql::err)?;
+    // Dropped on an error from `f`, the transaction rolls back.
+    let value = f(&tx)?;
+    // The crate's `commit` also runs its drop behaviour afterwards: a
+    // ROLLBACK with no transaction open, which DuckDB parses, plans and
+    // refuses with an exception, ignored, after every write: a quarter
+    // of a write's own statements, about 0.5 M instructions (counted
+    // with `bench/callgrind --logins`). So the rollback is ours to
+    // make, where a commit fails.
+    tx.set_drop_behavior(DropBehavior::Ignore);
+    if let Err(e) = tx.commit() {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(sql::err(e));
+    }
+    Ok(value)
+}
+
+impl Drop for Inner {
+    /// A store dropped without `close` still writes the sessions it answered
+    /// for (the connections close after this).
+    fn drop(&mut self) {
+        let _ = self.sessions.write(self.writer.get_mut());
     }
 }
 

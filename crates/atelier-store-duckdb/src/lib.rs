@@ -13,6 +13,7 @@ mod export;
 mod gateway;
 mod jobs;
 mod migrate;
+mod sessions;
 mod sql;
 mod studio;
 mod tokens;
@@ -97,7 +98,7 @@ impl DuckDbStore {
     {
         let (conns, credentials) = (self.conns.clone(), Arc::clone(&self.credentials));
         tokio::spawn(async move {
-            let written = conns.write(f).await;
+            let written = conns.write_after_sessions(f).await;
             credentials.forget_all();
             written
         })
@@ -287,17 +288,17 @@ impl Store for DuckDbStore {
         self.conns.read(users::auth_states).await
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %session.user_id))]
+    /// Kept in memory, written within a second or before the next operation on
+    /// refresh tokens, whichever comes first (ADR-0033).
     async fn create_session(&self, session: NewSession) -> StoreResult<()> {
-        self.conns
-            .write(move |tx| tokens::create_session(tx, &session))
-            .await
+        self.conns.keep_session(session);
+        Ok(())
     }
 
     #[tracing::instrument(skip_all)]
     async fn rotate_refresh_token(&self, presented: TokenHash, next: Rotation) -> StoreResult<RotateOutcome> {
         self.conns
-            .write(move |tx| tokens::rotate(tx, presented, &next))
+            .write_after_sessions(move |tx| tokens::rotate(tx, presented, &next))
             .await
     }
 
@@ -308,16 +309,20 @@ impl Store for DuckDbStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<RevokedFamily>> {
         self.conns
-            .write(move |tx| tokens::revoke_family_of(tx, presented, now))
+            .write_after_sessions(move |tx| tokens::revoke_family_of(tx, presented, now))
             .await
     }
 
     #[tracing::instrument(skip(self))]
     async fn purge_refresh_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.conns.write(move |tx| tokens::purge(tx, now)).await
+        self.conns
+            .write_after_sessions(move |tx| tokens::purge(tx, now))
+            .await
     }
 
     async fn refresh_token_stats(&self, now: DateTime<Utc>) -> StoreResult<TokenStats> {
+        // Read on another connection: the sessions still in memory go first.
+        self.conns.write_sessions().await?;
         self.conns.read(move |c| tokens::stats(c, now)).await
     }
 

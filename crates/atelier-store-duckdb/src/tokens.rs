@@ -12,19 +12,21 @@ use uuid::Uuid;
 
 use crate::{sql, users};
 
-pub(crate) fn create_session(tx: &Connection, s: &NewSession) -> StoreResult<()> {
-    insert(
-        tx,
-        &TokenInsert {
-            id: s.token_id,
-            family_id: s.family_id,
-            user_id: s.user_id,
-            hash: s.token_hash,
-            now: s.now,
-            expires_at: s.token_expires_at(),
-            family_expires_at: s.family_expires_at,
-        },
-    )
+/// New sessions' first tokens, by one appender (ADR-0033).
+pub(crate) fn append_sessions(tx: &Connection, sessions: &[NewSession]) -> StoreResult<()> {
+    sql::append_rows(tx, "refresh_tokens", sessions, |appender, s| {
+        appender.append_row(duckdb::params![
+            s.token_id.to_string(),
+            s.family_id.to_string(),
+            s.user_id.to_string(),
+            s.token_hash.0.as_slice(),
+            sql::timestamp(s.now),
+            sql::timestamp(s.token_expires_at()),
+            sql::timestamp(s.family_expires_at),
+            None::<duckdb::types::Value>, // used_at
+            None::<duckdb::types::Value>, // revoked_at
+        ])
+    })
 }
 
 struct TokenInsert {

@@ -83,3 +83,79 @@ async fn a_password_change_abandoned_by_its_caller_still_reaches_logins() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+fn new_session(user_id: uuid::Uuid, hash_byte: u8) -> atelier_store::NewSession {
+    let now = chrono::Utc::now();
+    atelier_store::NewSession {
+        token_id: uuid::Uuid::now_v7(),
+        family_id: uuid::Uuid::now_v7(),
+        user_id,
+        token_hash: atelier_store::TokenHash([hash_byte; 32]),
+        now,
+        expires_at: now + chrono::Duration::days(7),
+        family_expires_at: now + chrono::Duration::days(30),
+    }
+}
+
+async fn user(store: &DuckDbStore) -> uuid::Uuid {
+    use atelier_store::{NewUser, Role};
+    store
+        .create_user(NewUser {
+            id: uuid::Uuid::now_v7(),
+            email: "s@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+            role: Role::User,
+            now: chrono::Utc::now(),
+        })
+        .await
+        .expect("user")
+        .id
+}
+
+/// Rows of `refresh_tokens` as another connection sees them (no write first).
+async fn stored_tokens(store: &DuckDbStore) -> u64 {
+    let table = atelier_store::tables::TABLES
+        .iter()
+        .find(|t| t.name == "refresh_tokens")
+        .expect("described");
+    store.count_rows(table).await.expect("count")
+}
+
+/// A login's session waits in memory for the next write (ADR-0033); with no
+/// other write coming it is still written, within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_is_written_although_nothing_else_writes() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (store, _) = DuckDbStore::open(dir.path().join("behind.duckdb"))
+        .await
+        .expect("open");
+    let user_id = user(&store).await;
+    store.create_session(new_session(user_id, 1)).await.expect("kept");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored_tokens(&store).await == 0 {
+        assert!(Instant::now() < deadline, "the session was never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shutting down, or dropping the store, writes the sessions still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_sessions_are_written_when_the_store_closes_or_is_dropped() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let path = dir.path().join("closed.duckdb");
+    let (store, _) = DuckDbStore::open(&path).await.expect("open");
+    let user_id = user(&store).await;
+    store.create_session(new_session(user_id, 1)).await.expect("kept");
+    store.close().await.expect("close");
+    drop(store);
+
+    let (store, _) = DuckDbStore::open(&path).await.expect("open again");
+    assert_eq!(stored_tokens(&store).await, 1, "written by close");
+    store.create_session(new_session(user_id, 2)).await.expect("kept");
+    drop(store);
+
+    let (store, _) = DuckDbStore::open(&path).await.expect("open once more");
+    assert_eq!(stored_tokens(&store).await, 2, "written as the store was dropped");
+}
