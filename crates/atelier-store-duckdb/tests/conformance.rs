@@ -1,5 +1,7 @@
 //! The store conformance suite, each case on a fresh DuckDB file.
 
+#![expect(clippy::expect_used, reason = "test helpers outside #[test] functions")]
+
 use std::sync::Arc;
 
 use atelier_store::Store;
