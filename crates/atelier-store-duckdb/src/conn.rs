@@ -178,16 +178,26 @@ impl Connections {
     /// tokens, or within [`WRITE_WITHIN`] (ADR-0033).
     pub(crate) fn keep_session(&self, session: NewSession) {
         if !self.inner.sessions.push(session) {
-            return; // a write is already arranged
+            return; // the timed write is arranged
         }
         // Holds the connections only weakly: a store dropped meanwhile has
         // written its sessions as it closed, and its file must be free at once.
         let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            tokio::time::sleep(WRITE_WITHIN).await;
-            if let Some(conns) = Weak::upgrade(&inner).map(|inner| Connections { inner }) {
-                // A failure is logged and the sessions kept for the next write.
-                let _ = conns.write_sessions().await;
+            loop {
+                tokio::time::sleep(WRITE_WITHIN).await;
+                let Some(inner) = Weak::upgrade(&inner) else {
+                    return;
+                };
+                // A failure is logged, and the sessions kept for the next try.
+                let _ = Connections {
+                    inner: Arc::clone(&inner),
+                }
+                .write_sessions()
+                .await;
+                if !inner.sessions.still_waiting() {
+                    return;
+                }
             }
         });
     }
