@@ -123,8 +123,8 @@ async fn stored_tokens(store: &DuckDbStore) -> u64 {
     store.count_rows(table).await.expect("count")
 }
 
-/// A login's session waits in memory for the next write (ADR-0033); with no
-/// other write coming it is still written, within a second.
+/// A login's session waits in memory for the next operation on sessions or
+/// users (ADR-0033); with none coming it is still written, within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_session_is_written_although_nothing_else_writes() {
     use std::time::{Duration, Instant};
