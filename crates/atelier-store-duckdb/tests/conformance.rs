@@ -8,12 +8,34 @@ use atelier_store::Store;
 use atelier_store_duckdb::DuckDbStore;
 
 atelier_store::conformance_tests!(async || {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let (store, _) = DuckDbStore::open(dir.path().join("conformance.duckdb"))
-        .await
-        .expect("open a fresh database");
+    let (store, dir) = fresh().await;
     (Arc::new(store) as Arc<dyn Store>, dir)
 });
+
+/// A new, migrated database in a temporary folder, kept while the folder is.
+async fn fresh() -> (DuckDbStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (store, _) = DuckDbStore::open(dir.path().join("fresh.duckdb"))
+        .await
+        .expect("open a fresh database");
+    (store, dir)
+}
+
+/// A user, `a@example.com`, whose stored hash is `$argon2id$old`.
+async fn user(store: &DuckDbStore) -> uuid::Uuid {
+    use atelier_store::{NewUser, Role};
+    store
+        .create_user(NewUser {
+            id: uuid::Uuid::now_v7(),
+            email: "a@example.com".into(),
+            password_hash: "$argon2id$old".into(),
+            role: Role::User,
+            now: chrono::Utc::now(),
+        })
+        .await
+        .expect("user")
+        .id
+}
 
 /// DuckDB itself only stops other processes; a second open inside this one would
 /// give two database instances on one file.
@@ -39,10 +61,7 @@ async fn a_file_open_in_this_process_cannot_be_opened_again() {
 /// `atelier db copy` moves the tables described in `atelier_store::tables`.
 #[tokio::test]
 async fn the_table_descriptions_match_the_schema() {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let (store, _) = DuckDbStore::open(dir.path().join("tables.duckdb"))
-        .await
-        .expect("open");
+    let (store, _dir) = fresh().await;
     atelier_store::conformance::tables_are_described(&store).await;
 }
 
@@ -51,23 +70,10 @@ async fn the_table_descriptions_match_the_schema() {
 /// the next login must see it, not what was kept from before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_change_abandoned_by_its_caller_still_reaches_logins() {
-    use atelier_store::{NewUser, Role};
     use std::time::{Duration, Instant};
 
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let (store, _) = DuckDbStore::open(dir.path().join("abandoned.duckdb"))
-        .await
-        .expect("open a fresh database");
-    let user = store
-        .create_user(NewUser {
-            id: uuid::Uuid::now_v7(),
-            email: "a@example.com".into(),
-            password_hash: "$argon2id$old".into(),
-            role: Role::User,
-            now: chrono::Utc::now(),
-        })
-        .await
-        .unwrap();
+    let (store, _dir) = fresh().await;
+    let user_id = user(&store).await;
     let hash = async || {
         let creds = store.credentials_by_email("a@example.com").await.unwrap();
         creds.expect("credentials").password_hash
@@ -76,7 +82,7 @@ async fn a_password_change_abandoned_by_its_caller_still_reaches_logins() {
 
     // Polled once, which starts the write, then dropped.
     let abandoned =
-        tokio::time::timeout(Duration::ZERO, store.set_password_hash(user.id, "$argon2id$new")).await;
+        tokio::time::timeout(Duration::ZERO, store.set_password_hash(user_id, "$argon2id$new")).await;
     assert!(abandoned.is_err(), "the write finished within one poll");
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -99,21 +105,6 @@ fn new_session(user_id: uuid::Uuid, hash_byte: u8) -> atelier_store::NewSession 
     }
 }
 
-async fn user(store: &DuckDbStore) -> uuid::Uuid {
-    use atelier_store::{NewUser, Role};
-    store
-        .create_user(NewUser {
-            id: uuid::Uuid::now_v7(),
-            email: "s@example.com".into(),
-            password_hash: "$argon2id$x".into(),
-            role: Role::User,
-            now: chrono::Utc::now(),
-        })
-        .await
-        .expect("user")
-        .id
-}
-
 /// Rows of `refresh_tokens` as another connection sees them (no write first).
 async fn stored_tokens(store: &DuckDbStore) -> u64 {
     let table = atelier_store::tables::TABLES
@@ -129,10 +120,7 @@ async fn stored_tokens(store: &DuckDbStore) -> u64 {
 async fn a_new_session_is_written_although_nothing_else_writes() {
     use std::time::{Duration, Instant};
 
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let (store, _) = DuckDbStore::open(dir.path().join("behind.duckdb"))
-        .await
-        .expect("open");
+    let (store, _dir) = fresh().await;
     let user_id = user(&store).await;
     store.create_session(new_session(user_id, 1)).await.expect("kept");
     let deadline = Instant::now() + Duration::from_secs(10);
