@@ -8,6 +8,7 @@ use atelier_store::{NewSession, StoreError, StoreResult};
 use duckdb::{Connection, DropBehavior, Transaction};
 use parking_lot::Mutex;
 
+use crate::batches::BatchThread;
 use crate::sessions::{PendingSessions, WRITE_WITHIN};
 use crate::{OpenError, sql};
 
@@ -72,6 +73,8 @@ struct Inner {
     /// New sessions not yet written: every operation on refresh tokens writes
     /// them first.
     sessions: PendingSessions,
+    /// Writes the write-behind batches at idle priority (ADR-0034).
+    batches: BatchThread,
     /// Declared last: released only after every connection above has closed.
     _claim: OpenFile,
 }
@@ -121,6 +124,7 @@ impl Connections {
                 readers: Mutex::new(Vec::new()),
                 origin: Mutex::new(origin),
                 sessions: PendingSessions::default(),
+                batches: BatchThread::start().map_err(OpenError::Thread)?,
                 _claim: claim,
             }),
         })
@@ -155,6 +159,23 @@ impl Connections {
     {
         let inner = Arc::clone(&self.inner);
         blocking(move || transact(&mut inner.writer.lock(), f)).await
+    }
+
+    /// [`write`](Self::write) for the write-behind batches (usage records, audit
+    /// events): on the batch thread, which runs only when no other thread
+    /// wants its core (ADR-0034). Writes of requests that wait for them keep
+    /// [`write`](Self::write): they may wait for a batch to let go of the writer.
+    pub(crate) async fn write_batch<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .batches
+            .run(move || transact(&mut inner.writer.lock(), f))
+            .await
+            .map_err(StoreError::backend)?
     }
 
     /// [`write`](Self::write) for what reads or changes refresh tokens (or the
@@ -337,5 +358,42 @@ mod tests {
             .await
             .expect("a write after both");
         assert_eq!(count(&conns), 1);
+    }
+
+    #[tokio::test]
+    async fn batches_are_written_at_idle_priority_and_a_panicking_one_stops_nothing() {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
+        };
+        let conns = Connections::open(Path::new(":memory:")).expect("open");
+        let (policy, thread) = conns
+            .write_batch(|c| {
+                sql::execute(c, "CREATE TABLE t (x INTEGER)", [])?;
+                sql::execute(c, "INSERT INTO t VALUES (1)", [])?;
+                let policy = thread_schedule_policy().map_err(|e| StoreError::backend(format!("{e:?}")))?;
+                Ok((policy, std::thread::current().name().map(str::to_owned)))
+            })
+            .await
+            .expect("a batch");
+        assert_eq!(
+            policy,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+        );
+        assert_eq!(thread.as_deref(), Some("atelier-batches"));
+        assert_eq!(count(&conns), 1);
+
+        let panicked = conns
+            .write_batch(|c| -> StoreResult<()> {
+                sql::execute(c, "INSERT INTO t VALUES (2)", [])?;
+                panic!("a bug in the middle of a batch");
+            })
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(count(&conns), 1, "the panicking batch's row was rolled back");
+        conns
+            .write_batch(|c| sql::execute(c, "INSERT INTO t VALUES (3)", []))
+            .await
+            .expect("a batch after it");
+        assert_eq!(count(&conns), 2);
     }
 }

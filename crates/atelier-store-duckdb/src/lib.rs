@@ -7,6 +7,7 @@
 //! Every DuckDB call is blocking and runs on tokio's blocking pool, never on an async
 //! worker.
 
+mod batches;
 mod conn;
 mod credentials;
 mod export;
@@ -54,6 +55,8 @@ pub enum OpenError {
         #[source]
         source: duckdb::Error,
     },
+    #[error("cannot start the database's batch writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("cannot migrate the database file {path}: {source}")]
     Migrate {
         path: PathBuf,
@@ -329,7 +332,7 @@ impl Store for DuckDbStore {
     async fn record_audits(&self, records: &[AuditRecord]) -> StoreResult<()> {
         let records = records.to_vec();
         self.conns
-            .write(move |tx| users::record_audits(tx, &records))
+            .write_batch(move |tx| users::record_audits(tx, &records))
             .await
     }
 
@@ -434,7 +437,7 @@ impl Store for DuckDbStore {
     async fn record_generations(&self, records: &[GenerationRecord]) -> StoreResult<()> {
         let records = records.to_vec();
         self.conns
-            .write(move |tx| studio::record_generations(tx, &records))
+            .write_batch(move |tx| studio::record_generations(tx, &records))
             .await
     }
 

@@ -6,6 +6,8 @@
 
 use atelier_store::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
+use duckdb::arrow::array::ArrayRef;
+use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{Appender, Connection};
 use uuid::Uuid;
 
@@ -56,6 +58,26 @@ pub(crate) fn append_rows<T>(
         }
         row(&mut appender, record).map_err(err)?;
     }
+    appender.flush().map_err(err)
+}
+
+/// Appends `records` to `table` a column at a time: `columns` turns them into
+/// one array per column of the table, in the table's order and of its types
+/// (`Utf8` for `VARCHAR`, `Int64` for `BIGINT`, microsecond `Timestamp` for
+/// `TIMESTAMP`). DuckDB copies such a batch into its vectors a column at a
+/// time, where [`append_rows`] goes through its appender value by value: for
+/// the usage records, thousands a second under load, about 2 k instructions a
+/// row instead of 5 k before DuckDB's own flush and commit (ADR-0034). No yields: the batch thread
+/// that runs it gives the core to anyone who wakes.
+pub(crate) fn append_columns<T>(
+    tx: &Connection,
+    table: &str,
+    records: &[T],
+    columns: impl FnOnce(&[T]) -> Vec<(&'static str, ArrayRef)>,
+) -> StoreResult<()> {
+    let batch = RecordBatch::try_from_iter(columns(records)).map_err(StoreError::backend)?;
+    let mut appender = tx.appender(table).map_err(err)?;
+    appender.append_record_batch(batch).map_err(err)?;
     appender.flush().map_err(err)
 }
 

@@ -1,7 +1,10 @@
 //! Conversations, media, usage records and settings.
 
+use std::sync::Arc;
+
 use atelier_store::*;
 use chrono::{DateTime, Utc};
+use duckdb::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use duckdb::{Connection, OptionalExt, Row};
 use uuid::Uuid;
 
@@ -284,30 +287,59 @@ pub(crate) fn user_media_keys(conn: &Connection, user_id: Uuid) -> StoreResult<V
 
 // ---------------------------------------------------------------- usage
 
-/// One appender for the whole batch: thousands of rows cost about one commit.
+/// One appender for the whole batch: thousands of rows cost about one commit,
+/// handed to DuckDB a column at a time (ADR-0034).
 /// Never inlined, so that profiles name it: `bench/callgrind` counts the usage
 /// writer's batches apart from the requests by this name.
 #[inline(never)]
 pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) -> StoreResult<()> {
-    sql::append_rows(tx, "generations", records, |appender, r| {
-        let media_ids = encoding::join_list(&r.media_ids);
-        appender.append_row(duckdb::params![
-            r.id.to_string(),
-            r.user_id.to_string(),
-            r.kind.as_str(),
-            r.model_requested,
-            r.model_served,
-            r.status.as_str(),
-            i64::try_from(r.prompt_tokens).unwrap_or(i64::MAX),
-            i64::try_from(r.completion_tokens).unwrap_or(i64::MAX),
-            r.cost_nanousd,
-            i64::try_from(r.latency_ms).unwrap_or(i64::MAX),
-            r.error,
-            r.summary,
-            r.conversation_id.map(|c| c.to_string()),
-            media_ids,
-            sql::timestamp(r.created_at),
-        ])
+    sql::append_columns(tx, "generations", records, |rs| {
+        let text = |f: fn(&GenerationRecord) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rs.iter().map(f)))
+        };
+        let str = |f: fn(&GenerationRecord) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rs.iter().map(f)))
+        };
+        let maybe = |f: fn(&GenerationRecord) -> Option<&str>| -> ArrayRef {
+            Arc::new(rs.iter().map(f).collect::<StringArray>())
+        };
+        let count = |f: fn(&GenerationRecord) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                rs.iter().map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX)),
+            ))
+        };
+        vec![
+            ("id", text(|r| r.id.to_string())),
+            ("user_id", text(|r| r.user_id.to_string())),
+            ("kind", str(|r| r.kind.as_str())),
+            ("model_requested", str(|r| &r.model_requested)),
+            ("model_served", maybe(|r| r.model_served.as_deref())),
+            ("status", str(|r| r.status.as_str())),
+            ("prompt_tokens", count(|r| r.prompt_tokens)),
+            ("completion_tokens", count(|r| r.completion_tokens)),
+            (
+                "cost_nanousd",
+                Arc::new(Int64Array::from_iter_values(rs.iter().map(|r| r.cost_nanousd))),
+            ),
+            ("latency_ms", count(|r| r.latency_ms)),
+            ("error", maybe(|r| r.error.as_deref())),
+            ("summary", str(|r| &r.summary)),
+            (
+                "conversation_id",
+                Arc::new(
+                    rs.iter()
+                        .map(|r| r.conversation_id.map(|c| c.to_string()))
+                        .collect::<StringArray>(),
+                ),
+            ),
+            ("media_ids", text(|r| encoding::join_list(&r.media_ids))),
+            (
+                "created_at",
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rs.iter().map(|r| sql::micros(r.created_at)),
+                )),
+            ),
+        ]
     })
 }
 
