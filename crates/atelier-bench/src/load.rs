@@ -13,6 +13,9 @@ use tokio::sync::Mutex;
 pub struct Outcome {
     /// Latencies of the requests that succeeded.
     pub latencies: Vec<Duration>,
+    /// For open loops: when each of those requests was sent, from the start of
+    /// the run (in the order of `latencies`), to see whether slow ones cluster.
+    pub sent: Vec<Duration>,
     pub errors: u64,
     /// The first error, to report.
     pub first_error: Option<String>,
@@ -105,11 +108,14 @@ where
             let t0 = Instant::now();
             let result = send().await.map(|()| t0.elapsed());
             drop(permit);
-            let _ = tx.send(result);
+            let _ = tx.send((t0 - started, result));
         });
     }
     drop(tx);
-    while let Some(result) = rx.recv().await {
+    while let Some((sent, result)) = rx.recv().await {
+        if result.is_ok() {
+            outcome.sent.push(sent);
+        }
         outcome.absorb(result);
     }
     outcome.elapsed = started.elapsed();

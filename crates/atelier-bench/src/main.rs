@@ -52,6 +52,11 @@ struct Args {
     /// rung instead of stopping at the first that fails).
     #[arg(long, value_delimiter = ',', requires = "only")]
     rates: Vec<f64>,
+    /// With `--only`: write every request's send time and latency of each
+    /// fixed-rate and throughput run into this folder (`bench/tail-clusters`
+    /// reads them).
+    #[arg(long, requires = "only")]
+    timelines: Option<PathBuf>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -105,6 +110,10 @@ async fn run_only(args: &Args) -> Result<()> {
     print("idle_mib", serde_json::json!(atelier.rss_mib()));
     print("idle_anon_mib", serde_json::json!(atelier.rss_anon_mib()));
     let mut targets = Targets::new(&mock_url, mock.pid(), &base)?;
+    if let Some(dir) = &args.timelines {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        targets.timelines = Some(dir.clone());
+    }
     targets.sign_in().await?;
     if want("latency") {
         print(

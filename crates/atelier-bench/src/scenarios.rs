@@ -94,6 +94,9 @@ pub struct Targets {
     pub atelier: String,
     pub jwt: String,
     pub key: String,
+    /// Where the fixed rates and the throughput runs write every request's
+    /// send time and latency (`--timelines`), if anywhere.
+    pub timelines: Option<std::path::PathBuf>,
 }
 
 /// The ways a chat request can go.
@@ -140,6 +143,7 @@ impl Targets {
             atelier: atelier.to_owned(),
             jwt: String::new(),
             key: String::new(),
+            timelines: None,
         })
     }
 
@@ -364,6 +368,9 @@ pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration)
     let through = open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt)).await;
     sampler.abort();
     let cpu_after = cpu_times();
+    if let Some(dir) = &t.timelines {
+        write_timelines(dir, rate, &direct, &through)?;
+    }
     let served = (through.latencies.len() as u64 + through.errors).max(1);
     let per_request =
         |i: usize| cpu_after[i].saturating_sub(cpu_before[i]).as_secs_f64() * 1e3 / served as f64;
@@ -379,6 +386,26 @@ pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration)
         generator_cpu_ms_per_request: per_request(2),
         atelier_rss_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
     })
+}
+
+/// Writes when each request of a run was sent and how long it took (`seconds
+/// milliseconds` a line), straight and through atelier, as
+/// `<run>-<rate>-direct.txt` and `…-through.txt` in `dir`: `bench/tail-clusters`
+/// shows whether the slowest requests came together.
+fn write_timelines(dir: &std::path::Path, rate: f64, direct: &Outcome, through: &Outcome) -> Result<()> {
+    let run = std::fs::read_dir(dir)?.count() / 2;
+    for (path, outcome) in [("direct", direct), ("through", through)] {
+        let mut lines = String::with_capacity(outcome.latencies.len() * 20);
+        for (sent, latency) in outcome.sent.iter().zip(&outcome.latencies) {
+            lines.push_str(&format!(
+                "{:.6} {:.4}\n",
+                sent.as_secs_f64(),
+                latency.as_secs_f64() * 1e3
+            ));
+        }
+        std::fs::write(dir.join(format!("{run:03}-{rate}-{path}.txt")), lines)?;
+    }
+    Ok(())
 }
 
 /// Samples a process's resident memory (KiB) every 50 ms, keeping the peak.
