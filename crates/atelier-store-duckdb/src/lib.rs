@@ -4,7 +4,8 @@
 //! concurrent write transactions (seed ADR-004). So this store takes every write
 //! through one connection behind a mutex, one transaction per [`Store`] method, and
 //! serves reads from a small pool of connections cloned from the same database.
-//! Every DuckDB call is blocking and runs on tokio's blocking pool, never on an async
+//! Every DuckDB call is blocking and runs on tokio's blocking pool (the write-behind
+//! batches on a thread of their own at idle priority, ADR-0034), never on an async
 //! worker.
 
 mod batches;

@@ -67,8 +67,8 @@ pub(crate) fn append_rows<T>(
 /// `TIMESTAMP`). DuckDB copies such a batch into its vectors a column at a
 /// time, where [`append_rows`] goes through its appender value by value: for
 /// the usage records, thousands a second under load, about 2 k instructions a
-/// row instead of 5 k before DuckDB's own flush and commit (ADR-0034). No yields: the batch thread
-/// that runs it gives the core to anyone who wakes.
+/// row instead of 5 k before DuckDB's own flush and commit (ADR-0034). No
+/// yields: the batch thread that runs it gives the core to anyone who wakes.
 pub(crate) fn append_columns<T>(
     tx: &Connection,
     table: &str,
