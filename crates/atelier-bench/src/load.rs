@@ -16,6 +16,10 @@ pub struct Outcome {
     /// For open loops: when each of those requests was sent, from the start of
     /// the run (in the order of `latencies`), to see whether slow ones cluster.
     pub sent: Vec<Duration>,
+    /// For open loops: the start of the run by `CLOCK_MONOTONIC`, the clock
+    /// `perf record -k CLOCK_MONOTONIC` stamps its events with, so that a
+    /// cluster of slow requests can be found in a scheduler trace.
+    pub started_monotonic: Option<Duration>,
     pub errors: u64,
     /// The first error, to report.
     pub first_error: Option<String>,
@@ -94,7 +98,12 @@ where
     let permits = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        started_monotonic: nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .ok()
+            .map(Duration::from),
+        ..Outcome::default()
+    };
     for i in 0..total {
         let due = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;

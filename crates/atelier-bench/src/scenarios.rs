@@ -389,13 +389,20 @@ pub async fn at_rate(t: &Targets, atelier: &Proc, rate: f64, duration: Duration)
 }
 
 /// Writes when each request of a run was sent and how long it took (`seconds
-/// milliseconds` a line), straight and through atelier, as
+/// milliseconds` a line, after a `# started <seconds> CLOCK_MONOTONIC` line),
+/// straight and through atelier, as
 /// `<run>-<rate>-direct.txt` and `…-through.txt` in `dir`: `bench/tail-clusters`
 /// shows whether the slowest requests came together.
 fn write_timelines(dir: &std::path::Path, rate: f64, direct: &Outcome, through: &Outcome) -> Result<()> {
     let run = std::fs::read_dir(dir)?.count() / 2;
     for (path, outcome) in [("direct", direct), ("through", through)] {
         let mut lines = String::with_capacity(outcome.latencies.len() * 20);
+        if let Some(started) = outcome.started_monotonic {
+            lines.push_str(&format!(
+                "# started {:.6} CLOCK_MONOTONIC\n",
+                started.as_secs_f64()
+            ));
+        }
         for (sent, latency) in outcome.sent.iter().zip(&outcome.latencies) {
             lines.push_str(&format!(
                 "{:.6} {:.4}\n",
