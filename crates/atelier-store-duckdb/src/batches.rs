@@ -27,14 +27,17 @@ pub(crate) struct BatchThread {
 }
 
 impl BatchThread {
-    pub(crate) fn start() -> std::io::Result<Self> {
+    /// `at_idle_priority: false` leaves the thread at normal priority
+    /// (`runtime.idle_batch_writes`).
+    pub(crate) fn start(at_idle_priority: bool) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("atelier-batches".into())
             .spawn(move || {
                 let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-                if let Err(e) =
-                    set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle)
+                if at_idle_priority
+                    && let Err(e) =
+                        set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle)
                 {
                     tracing::warn!(error = ?e, "cannot lower the batch writer's priority; it runs at normal priority");
                 }

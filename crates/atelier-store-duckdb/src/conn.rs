@@ -81,7 +81,9 @@ struct Inner {
 
 impl Connections {
     /// Blocking: opens the file, which also takes DuckDB's exclusive file lock.
-    pub(crate) fn open(path: &Path) -> Result<Self, OpenError> {
+    /// `idle_batches`: whether the write-behind batches run at idle priority
+    /// (ADR-0034).
+    pub(crate) fn open(path: &Path, idle_batches: bool) -> Result<Self, OpenError> {
         let in_memory = path == Path::new(":memory:");
         if let Some(parent) = path.parent().filter(|p| !in_memory && !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
@@ -124,7 +126,7 @@ impl Connections {
                 readers: Mutex::new(Vec::new()),
                 origin: Mutex::new(origin),
                 sessions: PendingSessions::default(),
-                batches: BatchThread::start().map_err(OpenError::Thread)?,
+                batches: BatchThread::start(idle_batches).map_err(OpenError::Thread)?,
                 _claim: claim,
             }),
         })
@@ -329,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_or_panicking_write_leaves_nothing_and_the_next_one_works() {
-        let conns = Connections::open(Path::new(":memory:")).expect("open");
+        let conns = Connections::open(Path::new(":memory:"), true).expect("open");
         conns
             .write(|c| sql::execute(c, "CREATE TABLE t (x INTEGER)", []))
             .await
@@ -365,7 +367,7 @@ mod tests {
         use thread_priority::unix::{
             NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
         };
-        let conns = Connections::open(Path::new(":memory:")).expect("open");
+        let conns = Connections::open(Path::new(":memory:"), true).expect("open");
         let (policy, thread) = conns
             .write_batch(|c| {
                 sql::execute(c, "CREATE TABLE t (x INTEGER)", [])?;
@@ -395,5 +397,21 @@ mod tests {
             .await
             .expect("a batch after it");
         assert_eq!(count(&conns), 2);
+    }
+
+    #[tokio::test]
+    async fn batches_keep_normal_priority_when_asked_to() {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
+        };
+        let conns = Connections::open(Path::new(":memory:"), false).expect("open");
+        let policy = conns
+            .write_batch(|_| thread_schedule_policy().map_err(|e| StoreError::backend(format!("{e:?}"))))
+            .await
+            .expect("a batch");
+        assert_eq!(
+            policy,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)
+        );
     }
 }

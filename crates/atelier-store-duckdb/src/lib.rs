@@ -66,6 +66,22 @@ pub enum OpenError {
     },
 }
 
+/// How [`DuckDbStore::open_with`] runs the store.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// Write the write-behind batches (usage records, audit events) on a thread
+    /// at `SCHED_IDLE`, which any other thread that wakes preempts (ADR-0034).
+    /// Off: the same thread at normal priority, for a machine so busy that
+    /// idle time never comes. Default: on.
+    pub idle_batches: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { idle_batches: true }
+    }
+}
+
 /// The DuckDB implementation of [`Store`]. Cheap to clone.
 #[derive(Clone)]
 pub struct DuckDbStore {
@@ -113,10 +129,18 @@ impl DuckDbStore {
     /// Opens (creating parent folders and the file as needed) and migrates the database
     /// at `path`; `:memory:` gives a private in-memory database.
     pub async fn open(path: impl AsRef<Path>) -> Result<(Self, MigrationReport), OpenError> {
+        Self::open_with(path, OpenOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with other [`OpenOptions`].
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: OpenOptions,
+    ) -> Result<(Self, MigrationReport), OpenError> {
         let path = path.as_ref().to_path_buf();
         let conns = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || Connections::open(&path)
+            move || Connections::open(&path, options.idle_batches)
         })
         .await
         .map_err(|join| OpenError::Open {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atelier_store::{DatabaseUrl, MigrationReport, Role, Store};
-use atelier_store_duckdb::DuckDbStore;
+use atelier_store_duckdb::{DuckDbStore, OpenOptions as DuckDbOpenOptions};
 use atelier_store_postgres::{PgStore, PoolSettings};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -469,7 +469,10 @@ async fn rate_limiter(settings: &Settings) -> Result<RateLimiter, StartupError> 
 pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, MigrationReport), StartupError> {
     match &settings.database_url {
         DatabaseUrl::DuckDb(path) => {
-            let (store, report) = DuckDbStore::open(path).await?;
+            let options = DuckDbOpenOptions {
+                idle_batches: settings.runtime.idle_batch_writes,
+            };
+            let (store, report) = DuckDbStore::open_with(path, options).await?;
             Ok((Arc::new(store), report))
         }
         DatabaseUrl::Postgres(url) => {

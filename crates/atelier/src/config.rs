@@ -243,6 +243,11 @@ pub struct RuntimeSettings {
     /// events are logged at once. 10 ms–1 min.
     #[serde(with = "humantime_serde")]
     pub usage_write_interval: Duration,
+    /// With DuckDB, write those batches on a thread at idle priority
+    /// (`SCHED_IDLE`), on what the requests leave of the cores (ADR-0034). A
+    /// request's own write can wait behind a batch that gets no CPU while
+    /// every core is busy; `false` runs the batches at normal priority.
+    pub idle_batch_writes: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -252,6 +257,7 @@ impl Default for RuntimeSettings {
             thread_slice: Duration::from_micros(100),
             background_slice: Duration::from_millis(4),
             usage_write_interval: Duration::from_secs(1),
+            idle_batch_writes: true,
         }
     }
 }
