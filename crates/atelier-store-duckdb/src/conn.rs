@@ -318,6 +318,8 @@ fn is_lock_conflict(err: &duckdb::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+
     use super::*;
 
     fn count(conns: &Connections) -> i64 {
@@ -362,18 +364,19 @@ mod tests {
         assert_eq!(count(&conns), 1);
     }
 
+    /// The scheduling policy of the thread that calls it.
+    fn policy() -> StoreResult<ThreadSchedulePolicy> {
+        thread_priority::unix::thread_schedule_policy().map_err(|e| StoreError::backend(format!("{e:?}")))
+    }
+
     #[tokio::test]
     async fn batches_are_written_at_idle_priority_and_a_panicking_one_stops_nothing() {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
-        };
         let conns = Connections::open(Path::new(":memory:"), true).expect("open");
         let (policy, thread) = conns
             .write_batch(|c| {
                 sql::execute(c, "CREATE TABLE t (x INTEGER)", [])?;
                 sql::execute(c, "INSERT INTO t VALUES (1)", [])?;
-                let policy = thread_schedule_policy().map_err(|e| StoreError::backend(format!("{e:?}")))?;
-                Ok((policy, std::thread::current().name().map(str::to_owned)))
+                Ok((policy()?, std::thread::current().name().map(str::to_owned)))
             })
             .await
             .expect("a batch");
@@ -401,14 +404,8 @@ mod tests {
 
     #[tokio::test]
     async fn batches_keep_normal_priority_when_asked_to() {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
-        };
         let conns = Connections::open(Path::new(":memory:"), false).expect("open");
-        let policy = conns
-            .write_batch(|_| thread_schedule_policy().map_err(|e| StoreError::backend(format!("{e:?}"))))
-            .await
-            .expect("a batch");
+        let policy = conns.write_batch(|_| policy()).await.expect("a batch");
         assert_eq!(
             policy,
             ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)

@@ -186,7 +186,7 @@ pub(crate) fn set_budget_override(
     if empty {
         return Ok(());
     }
-    let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let count = |n: Option<u64>| n.map(sql::bigint);
     tx.execute(
         "INSERT INTO user_budgets (user_id, daily_nanousd, monthly_nanousd, daily_requests, monthly_requests, updated_at) \
          VALUES (?, ?, ?, ?, ?, make_timestamp(?))",

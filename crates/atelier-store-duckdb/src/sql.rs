@@ -6,7 +6,9 @@
 
 use atelier_store::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
-use duckdb::arrow::array::ArrayRef;
+use std::sync::Arc;
+
+use duckdb::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::{Appender, Connection};
 use uuid::Uuid;
@@ -38,8 +40,9 @@ pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
 /// a millisecond (15 k a row, ADR-0025).
 const ROWS_PER_YIELD: usize = 128;
 
-/// Appends one row per record to `table` with `row`, then flushes. A batch of
-/// usage records (thousands a second under load) would hold a core for several
+/// Appends one row per record to `table` with `row`, then flushes (audit
+/// events, new sessions). A batch of thousands of rows (as the usage records
+/// were, ADR-0034) would hold a core for several
 /// milliseconds at once, and whatever woke up behind it on that core (a
 /// request's worker, the upstream's or the client's threads on a shared
 /// machine) would wait that long; so the writer yields the core every
@@ -79,6 +82,36 @@ pub(crate) fn append_columns<T>(
     let mut appender = tx.appender(table).map_err(err)?;
     appender.append_record_batch(batch).map_err(err)?;
     appender.flush().map_err(err)
+}
+
+/// A `VARCHAR` column of [`append_columns`]: `text` of each record.
+pub(crate) fn text_column<'a, T, S: AsRef<str>>(records: &'a [T], text: impl Fn(&'a T) -> S) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(records.iter().map(text)))
+}
+
+/// A nullable `VARCHAR` column of [`append_columns`].
+pub(crate) fn optional_text_column<'a, T, S: AsRef<str>>(
+    records: &'a [T],
+    text: impl Fn(&'a T) -> Option<S>,
+) -> ArrayRef {
+    Arc::new(records.iter().map(text).collect::<StringArray>())
+}
+
+/// A `BIGINT` column of [`append_columns`].
+pub(crate) fn integer_column<T>(records: &[T], value: impl Fn(&T) -> i64) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(records.iter().map(value)))
+}
+
+/// A `TIMESTAMP` column of [`append_columns`].
+pub(crate) fn timestamp_column<T>(records: &[T], time: impl Fn(&T) -> DateTime<Utc>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(
+        records.iter().map(|r| micros(time(r))),
+    ))
+}
+
+/// A count as a `BIGINT` (the largest one stands for anything larger).
+pub(crate) fn bigint(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A timestamp as the appender takes it (it has no `make_timestamp`).

@@ -1,10 +1,7 @@
 //! Conversations, media, usage records and settings.
 
-use std::sync::Arc;
-
 use atelier_store::*;
 use chrono::{DateTime, Utc};
-use duckdb::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
 use duckdb::{Connection, OptionalExt, Row};
 use uuid::Uuid;
 
@@ -227,7 +224,7 @@ pub(crate) fn insert_media(tx: &Connection, m: &MediaRecord) -> StoreResult<()> 
             m.user_id.to_string(),
             m.kind.as_str(),
             m.content_type,
-            i64::try_from(m.size_bytes).unwrap_or(i64::MAX),
+            sql::bigint(m.size_bytes),
             m.storage_key,
             m.generation_id.map(|g| g.to_string()),
             sql::micros(m.created_at),
@@ -293,52 +290,30 @@ pub(crate) fn user_media_keys(conn: &Connection, user_id: Uuid) -> StoreResult<V
 /// writer's batches apart from the requests by this name.
 #[inline(never)]
 pub(crate) fn record_generations(tx: &Connection, records: &[GenerationRecord]) -> StoreResult<()> {
+    use sql::{
+        bigint, integer_column as integers, optional_text_column as optional, text_column as text,
+        timestamp_column as timestamps,
+    };
     sql::append_columns(tx, "generations", records, |rs| {
-        let text = |f: fn(&GenerationRecord) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rs.iter().map(f)))
-        };
-        let str = |f: fn(&GenerationRecord) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rs.iter().map(f)))
-        };
-        let maybe = |f: fn(&GenerationRecord) -> Option<&str>| -> ArrayRef {
-            Arc::new(rs.iter().map(f).collect::<StringArray>())
-        };
-        let count = |f: fn(&GenerationRecord) -> u64| -> ArrayRef {
-            Arc::new(Int64Array::from_iter_values(
-                rs.iter().map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX)),
-            ))
-        };
         vec![
-            ("id", text(|r| r.id.to_string())),
-            ("user_id", text(|r| r.user_id.to_string())),
-            ("kind", str(|r| r.kind.as_str())),
-            ("model_requested", str(|r| &r.model_requested)),
-            ("model_served", maybe(|r| r.model_served.as_deref())),
-            ("status", str(|r| r.status.as_str())),
-            ("prompt_tokens", count(|r| r.prompt_tokens)),
-            ("completion_tokens", count(|r| r.completion_tokens)),
-            (
-                "cost_nanousd",
-                Arc::new(Int64Array::from_iter_values(rs.iter().map(|r| r.cost_nanousd))),
-            ),
-            ("latency_ms", count(|r| r.latency_ms)),
-            ("error", maybe(|r| r.error.as_deref())),
-            ("summary", str(|r| &r.summary)),
+            ("id", text(rs, |r| r.id.to_string())),
+            ("user_id", text(rs, |r| r.user_id.to_string())),
+            ("kind", text(rs, |r| r.kind.as_str())),
+            ("model_requested", text(rs, |r| r.model_requested.as_str())),
+            ("model_served", optional(rs, |r| r.model_served.as_deref())),
+            ("status", text(rs, |r| r.status.as_str())),
+            ("prompt_tokens", integers(rs, |r| bigint(r.prompt_tokens))),
+            ("completion_tokens", integers(rs, |r| bigint(r.completion_tokens))),
+            ("cost_nanousd", integers(rs, |r| r.cost_nanousd)),
+            ("latency_ms", integers(rs, |r| bigint(r.latency_ms))),
+            ("error", optional(rs, |r| r.error.as_deref())),
+            ("summary", text(rs, |r| r.summary.as_str())),
             (
                 "conversation_id",
-                Arc::new(
-                    rs.iter()
-                        .map(|r| r.conversation_id.map(|c| c.to_string()))
-                        .collect::<StringArray>(),
-                ),
+                optional(rs, |r| r.conversation_id.map(|c| c.to_string())),
             ),
-            ("media_ids", text(|r| encoding::join_list(&r.media_ids))),
-            (
-                "created_at",
-                Arc::new(TimestampMicrosecondArray::from_iter_values(
-                    rs.iter().map(|r| sql::micros(r.created_at)),
-                )),
-            ),
+            ("media_ids", text(rs, |r| encoding::join_list(&r.media_ids))),
+            ("created_at", timestamps(rs, |r| r.created_at)),
         ]
     })
 }
