@@ -26,6 +26,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
+use thread_local::ThreadLocal;
 use url::Url;
 
 use crate::{Result, TimeoutKind, UpstreamError};
@@ -144,10 +145,18 @@ impl Clients {
     }
 }
 
+type ChatClient = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// `POST chat/completions` by hyper-util's client: the URI and the headers are
 /// made once, a request clones them.
+///
+/// Each thread that sends has a pool of its own. A pooled connection is served
+/// by a task on the runtime that opened it; a server whose threads each serve
+/// their own connections (ADR-0035) would otherwise hand every upstream reply
+/// from one thread to another, waking it.
 pub(crate) struct Direct {
-    client: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    clients: ThreadLocal<ChatClient>,
     uri: hyper::Uri,
     /// Content type, accept, user agent, attribution and the authorization,
     /// marked sensitive so no debug output shows it.
@@ -166,10 +175,6 @@ impl Direct {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client = HyperClient::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(https);
         let mut headers = settings.headers.clone();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
@@ -177,7 +182,22 @@ impl Direct {
             .map_err(|_| builder_error("API key", &"not a valid header value"))?;
         authorization.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, authorization);
-        Ok(Direct { client, uri, headers })
+        Ok(Direct {
+            connector: https,
+            clients: ThreadLocal::new(),
+            uri,
+            headers,
+        })
+    }
+
+    /// This thread's client.
+    fn client(&self) -> &ChatClient {
+        self.clients.get_or(|| {
+            HyperClient::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .build(self.connector.clone())
+        })
     }
 
     /// Sends `body` (a JSON chat request); the future ends with the headers.
@@ -186,7 +206,7 @@ impl Direct {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
-        let sent = self.client.request(request);
+        let sent = self.client().request(request);
         async move {
             match sent.await {
                 Ok(response) => Ok(Reply::Direct(response)),

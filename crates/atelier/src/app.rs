@@ -23,7 +23,7 @@ use crate::auth::media_url::MediaLinks;
 use crate::auth::password::PasswordHasher;
 use crate::auth::revocation::Revocations;
 use crate::auth::throttle::{LoginThrottle, Policy};
-use crate::config::Settings;
+use crate::config::{Connections, Settings};
 use crate::error::{ApiError, StartupError};
 use crate::service::Routing;
 use crate::service::accounts::{Accounts, Bootstrap, SessionPolicy};
@@ -550,24 +550,53 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let settings = &state.settings.runtime;
+    // Built before serving starts, so that a failure stops start-up.
+    let runtimes = match settings.connections {
+        Connections::Pinned => Some(
+            (0..crate::runtime::serving_threads(settings))
+                .map(|_| crate::runtime::build_serving(settings))
+                .collect::<std::io::Result<Vec<_>>>()?,
+        ),
+        Connections::Shared => None,
+    };
     App::start_workers(&state).await?;
     let stopping = CancellationToken::new();
     let trigger = stopping.clone();
-    let header_timeout = state.settings.header_timeout;
-    let graceful = crate::http1::serve(listener, router(state.clone()), header_timeout, async move {
+    let (router, header_timeout) = (router(state.clone()), state.settings.header_timeout);
+    let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         trigger.cancel();
-    });
-    tokio::select! {
-        () = graceful => {}
+    };
+    let graceful = async move {
+        match runtimes {
+            Some(runtimes) => {
+                crate::http1::serve_pinned(listener, router, header_timeout, runtimes, shutdown)
+                    .await
+                    .map(Some)
+            }
+            None => {
+                crate::http1::serve(listener, router, header_timeout, shutdown).await;
+                Ok(None)
+            }
+        }
+    };
+    let threads = tokio::select! {
+        served = graceful => served?,
         () = async { stopping.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+            None
         }
-    }
+    };
+    // The serving threads run on until then: tasks that requests started
+    // (streams' bookkeeping) are among the background work shutdown waits for.
     state.shutdown().await;
     if let Err(e) = state.store.close().await {
         tracing::error!(error = %e, "final checkpoint failed");
+    }
+    if let Some(threads) = threads {
+        threads.release().await;
     }
     tracing::info!("stopped");
     Ok(())

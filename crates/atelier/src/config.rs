@@ -219,6 +219,8 @@ pub struct RuntimeSettings {
     /// Threads that run the async work (every request passes through one); 0 is
     /// one per core. Database calls and file reads run on other threads.
     pub worker_threads: usize,
+    /// How connections are shared among those threads (ADR-0035).
+    pub connections: Connections,
     /// The scheduling slice the async workers (and the accept loop) ask the
     /// kernel for (Linux 6.12 and later; `0s` keeps the kernel's default, 0.7
     /// ms times 1 + log2 of the cores, at most 2.8 ms). A short one lets a worker
@@ -254,12 +256,28 @@ impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
             worker_threads: 0,
+            connections: Connections::Pinned,
             thread_slice: Duration::from_micros(100),
             background_slice: Duration::from_millis(4),
             usage_write_interval: Duration::from_secs(1),
             idle_batch_writes: true,
         }
     }
+}
+
+/// Which of the worker threads serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connections {
+    /// The thread that accepts a connection serves it to the end, on a runtime
+    /// of its own, with its own pool of upstream connections: a request never
+    /// waits for another thread to be woken. Background work runs on one more
+    /// thread.
+    Pinned,
+    /// Any worker serves any connection's next step (tokio's work stealing): a
+    /// connection that keeps one thread busy cannot hold up the others behind
+    /// it, at the cost of hand-offs between threads.
+    Shared,
 }
 
 /// The model provider: OpenRouter or any OpenAI-compatible server.

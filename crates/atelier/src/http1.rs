@@ -85,6 +85,84 @@ pub async fn serve(
     connections.wait().await;
 }
 
+/// Serves like [`serve`], on one thread per runtime in `runtimes` (each a
+/// current-thread runtime): every thread accepts from the same listening
+/// socket and serves the connections it accepted start to finish, so a request
+/// never waits for another thread to be woken (ADR-0035). Returns once
+/// `shutdown` has completed and every thread has finished serving; the
+/// threads go on running what requests left behind (a stream's bookkeeping, a
+/// spawned task) until [`ServingThreads::release`].
+pub async fn serve_pinned(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    runtimes: Vec<tokio::runtime::Runtime>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<ServingThreads> {
+    let listener = listener.into_std()?;
+    let mut threads = ServingThreads {
+        stop: CancellationToken::new(),
+        release: CancellationToken::new(),
+        threads: Vec::with_capacity(runtimes.len()),
+    };
+    let serving = TaskTracker::new();
+    for (i, runtime) in runtimes.into_iter().enumerate() {
+        // Registered with the thread's own runtime, whose reactor then tells
+        // that thread (each thread's, every one) of a connection to accept.
+        let listener = {
+            let _in = runtime.enter();
+            TcpListener::from_std(listener.try_clone()?)?
+        };
+        let (router, stop, release) = (router.clone(), threads.stop.clone(), threads.release.clone());
+        let served = serving.token();
+        let thread = std::thread::Builder::new()
+            .name(format!("atelier-serve-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    serve(listener, router, header_timeout, stop.cancelled_owned()).await;
+                    drop(served);
+                    release.cancelled().await;
+                });
+            })?;
+        threads.threads.push(thread);
+    }
+    serving.close();
+    shutdown.await;
+    threads.stop.cancel();
+    serving.wait().await;
+    Ok(threads)
+}
+
+/// The threads of [`serve_pinned`]. Dropped, they stop accepting and end once
+/// their connections have, without being waited for.
+pub struct ServingThreads {
+    stop: CancellationToken,
+    release: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ServingThreads {
+    /// Ends the threads' runtimes, dropping what tasks remain on them, and
+    /// waits for the threads.
+    pub async fn release(mut self) {
+        self.release.cancel();
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for ServingThreads {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.release.cancel();
+    }
+}
+
 fn log_end(result: hyper::Result<()>) {
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
@@ -119,38 +197,98 @@ mod tests {
         peer.to_string()
     }
 
-    #[tokio::test]
-    async fn a_request_in_flight_at_shutdown_is_answered_and_then_serving_ends() {
+    /// Answers with the name of the thread that served the request, after
+    /// keeping that thread busy for 300 ms.
+    async fn busy() -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        std::thread::current().name().unwrap_or_default().to_owned()
+    }
+
+    fn router() -> Router {
+        Router::new().route("/slow", get(slow)).route("/busy", get(busy))
+    }
+
+    /// Serves [`router`] on a free port, shared or pinned to `threads` threads,
+    /// until `stop` is sent.
+    async fn start(
+        pinned: Option<usize>,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(super::serve(
-            listener,
-            Router::new().route("/slow", get(slow)),
-            Duration::from_secs(30),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let timeout = Duration::from_secs(30);
+        let server = tokio::spawn(async move {
+            match pinned {
+                None => super::serve(listener, router(), timeout, shutdown).await,
+                Some(threads) => {
+                    let runtimes = (0..threads)
+                        .map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build())
+                        .collect::<std::io::Result<_>>()
+                        .expect("runtimes");
+                    super::serve_pinned(listener, router(), timeout, runtimes, shutdown)
+                        .await
+                        .expect("serving")
+                        .release()
+                        .await;
+                }
+            }
+        });
+        (addr, stop, server)
+    }
 
+    async fn fetch(addr: SocketAddr, path: &str) -> (String, String) {
         let mut client = TcpStream::connect(addr).await.expect("connect");
-        client
-            .write_all(b"GET /slow HTTP/1.1\r\nhost: atelier\r\nconnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stop.send(()).expect("stop");
-
+        let request = format!("GET {path} HTTP/1.1\r\nhost: atelier\r\nconnection: close\r\n\r\n");
+        client.write_all(request.as_bytes()).await.expect("write");
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.expect("read");
-        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        let peer = client.local_addr().expect("local addr").to_string();
-        assert!(answer.ends_with(&peer), "{answer} should end with {peer}");
+        (answer, client.local_addr().expect("local addr").to_string())
+    }
 
-        tokio::time::timeout(Duration::from_secs(2), server)
-            .await
-            .expect("serving ended")
-            .expect("no panic");
-        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    #[tokio::test]
+    async fn a_request_in_flight_at_shutdown_is_answered_and_then_serving_ends() {
+        for pinned in [None, Some(2)] {
+            let (addr, stop, server) = start(pinned).await;
+            let answer = tokio::spawn(fetch(addr, "/slow"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stop.send(()).expect("stop");
+
+            let (answer, peer) = answer.await.expect("client");
+            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+            assert!(answer.ends_with(&peer), "{answer} should end with {peer}");
+
+            tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .expect("serving ended")
+                .expect("no panic");
+            assert!(
+                TcpStream::connect(addr).await.is_err(),
+                "still accepting ({pinned:?})"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pinned_threads_each_accept_so_one_busy_thread_holds_up_no_new_connection() {
+        let (addr, stop, server) = start(Some(2)).await;
+        let first = tokio::spawn(fetch(addr, "/busy"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The first connection's thread is blocked: only the other can take this.
+        let second = tokio::spawn(fetch(addr, "/busy"));
+        let (first, _) = first.await.expect("client");
+        let (second, _) = second.await.expect("client");
+        let thread = |answer: &str| answer.rsplit("\r\n").next().unwrap_or_default().to_owned();
+        assert!(thread(&first).starts_with("atelier-serve-"), "{first}");
+        assert!(thread(&second).starts_with("atelier-serve-"), "{second}");
+        assert_ne!(thread(&first), thread(&second));
+        stop.send(()).expect("stop");
+        server.await.expect("no panic");
     }
 }

@@ -5,8 +5,8 @@
 //! threads used to call `malloc_trim` whenever they went idle; since DuckDB runs
 //! each query on the calling thread (ADR-0019) none does, and resident memory under
 //! and after load was 20–25 MiB higher (measured A/B, ADR-0020). So the server
-//! trims once after start-up and then once a second while its async workers have
-//! been busy; an idle server never wakes for it.
+//! trims once after start-up and then once a second while it has been busy; an
+//! idle server only looks at its CPU time once a second.
 //!
 //! One second after start-up the server also lets go of its resident copy of the
 //! program pages only start-up used (ADR-0021): DuckDB's catalogue set-up alone
@@ -15,20 +15,18 @@
 
 use std::time::Duration;
 
-use tokio::runtime::RuntimeMetrics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::sys;
 
 const PERIOD: Duration = Duration::from_secs(1);
-/// Work of the async workers within one period below which the server counts as
-/// idle: a timer's wake-up costs microseconds, a request tens of them.
+/// CPU time within one period below which the server counts as idle: a timer's
+/// wake-up costs microseconds, a request tens of them.
 const BUSY: Duration = Duration::from_millis(1);
 
 /// Starts the trimming task; it ends when `stop` is cancelled.
 pub fn start_trimming(tracker: &TaskTracker, stop: CancellationToken) {
-    let metrics = tokio::runtime::Handle::current().metrics();
     tracker.spawn(async move {
         // Start-up is over within the first period: the listener is bound and the
         // store open before the workers start.
@@ -37,7 +35,7 @@ pub fn start_trimming(tracker: &TaskTracker, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let _ = tokio::task::spawn_blocking(after_start_up).await;
-        let mut busy_before = busy(&metrics);
+        let mut busy_before = sys::process_cpu_time();
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -45,11 +43,11 @@ pub fn start_trimming(tracker: &TaskTracker, stop: CancellationToken) {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
-            let busy_now = busy(&metrics);
-            if busy_now.saturating_sub(busy_before) >= BUSY {
+            if sys::process_cpu_time().saturating_sub(busy_before) >= BUSY {
                 trim().await;
             }
-            busy_before = busy_now;
+            // Counted after the trim, whose own work is not the server's.
+            busy_before = sys::process_cpu_time();
         }
     });
 }
@@ -65,11 +63,4 @@ fn after_start_up() {
 /// On a blocking thread: the trim walks every arena, which can take a while.
 async fn trim() {
     let _ = tokio::task::spawn_blocking(sys::trim_heap).await;
-}
-
-/// Time the async workers have spent working since the runtime started.
-fn busy(metrics: &RuntimeMetrics) -> Duration {
-    (0..metrics.num_workers())
-        .map(|w| metrics.worker_total_busy_duration(w))
-        .sum()
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
-use crate::config::RuntimeSettings;
+use crate::config::{Connections, RuntimeSettings};
 use crate::sys;
 
 thread_local! {
@@ -30,18 +30,49 @@ thread_local! {
     static HAS_WORKER_SLICE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Builds the multi-threaded runtime the settings describe.
+/// Builds the multi-threaded runtime the settings describe: with pinned
+/// connections it runs only the background work and the commands, on one
+/// worker, and every serving thread has a runtime of its own
+/// ([`build_serving`]).
 pub fn build(settings: &RuntimeSettings) -> std::io::Result<Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if settings.worker_threads > 0 {
-        builder.worker_threads(settings.worker_threads);
+    match settings.connections {
+        Connections::Pinned => {
+            builder.worker_threads(1);
+        }
+        Connections::Shared if settings.worker_threads > 0 => {
+            builder.worker_threads(settings.worker_threads);
+        }
+        Connections::Shared => {}
     }
+    configure(&mut builder, settings);
+    builder.build()
+}
+
+/// The runtime of one serving thread, which serves every connection it accepts
+/// (`runtime.connections = "pinned"`, ADR-0035); its blocking pool is its own.
+pub fn build_serving(settings: &RuntimeSettings) -> std::io::Result<Runtime> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    configure(&mut builder, settings);
+    builder.build()
+}
+
+/// How many threads serve connections.
+pub fn serving_threads(settings: &RuntimeSettings) -> usize {
+    match settings.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    }
+}
+
+fn configure(builder: &mut tokio::runtime::Builder, settings: &RuntimeSettings) {
+    builder.enable_all();
     let (worker, background) = (settings.thread_slice, settings.background_slice);
     if !(worker.is_zero() && background.is_zero()) {
         // The workers are threads of the blocking pool too (tokio starts them
         // there), so every thread starts with the background slice and a
-        // worker takes its own when it first parks, which only workers do.
+        // worker takes its own when it first parks, which only workers (and a
+        // current-thread runtime's own thread) do.
         builder.on_thread_start(move || set_slice(background));
         builder.on_thread_park(move || {
             if !HAS_WORKER_SLICE.replace(true) {
@@ -49,7 +80,6 @@ pub fn build(settings: &RuntimeSettings) -> std::io::Result<Runtime> {
             }
         });
     }
-    builder.build()
 }
 
 /// The thread that drives the runtime from outside (`block_on`: the accept loop
@@ -82,21 +112,47 @@ mod tests {
         if std::thread::spawn(slice).join().expect("thread").is_zero() {
             return;
         }
+        for connections in [Connections::Shared, Connections::Pinned] {
+            let settings = RuntimeSettings {
+                worker_threads: 2,
+                connections,
+                thread_slice: Duration::from_micros(200),
+                background_slice: Duration::from_millis(3),
+                ..RuntimeSettings::default()
+            };
+            let (worker, blocking) = std::thread::spawn(move || {
+                let runtime = match connections {
+                    Connections::Shared => build(&settings),
+                    Connections::Pinned => build_serving(&settings),
+                };
+                runtime.expect("runtime").block_on(async {
+                    // Idle workers park, and so take their slice, as they start.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let worker = tokio::spawn(async { slice() }).await.expect("task");
+                    let blocking = tokio::task::spawn_blocking(slice).await.expect("task");
+                    (worker, blocking)
+                })
+            })
+            .join()
+            .expect("thread");
+            assert_eq!(worker, Duration::from_micros(200), "{connections:?}");
+            assert_eq!(blocking, Duration::from_millis(3), "{connections:?}");
+        }
+    }
+
+    #[test]
+    fn pinned_connections_leave_one_worker_for_the_background_and_serve_on_the_rest() {
         let settings = RuntimeSettings {
-            worker_threads: 2,
-            thread_slice: Duration::from_micros(200),
-            background_slice: Duration::from_millis(3),
+            worker_threads: 3,
             ..RuntimeSettings::default()
         };
-        let runtime = build(&settings).expect("runtime");
-        let (worker, blocking) = runtime.block_on(async {
-            // Idle workers park, and so take their slice, as they start.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let worker = tokio::spawn(async { slice() }).await.expect("task");
-            let blocking = tokio::task::spawn_blocking(slice).await.expect("task");
-            (worker, blocking)
-        });
-        assert_eq!(worker, Duration::from_micros(200));
-        assert_eq!(blocking, Duration::from_millis(3));
+        assert_eq!(settings.connections, Connections::Pinned);
+        assert_eq!(build(&settings).expect("runtime").metrics().num_workers(), 1);
+        assert_eq!(serving_threads(&settings), 3);
+        let shared = RuntimeSettings {
+            connections: Connections::Shared,
+            ..settings
+        };
+        assert_eq!(build(&shared).expect("runtime").metrics().num_workers(), 3);
     }
 }

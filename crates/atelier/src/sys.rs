@@ -17,6 +17,23 @@ pub fn trim_heap() -> bool {
     false
 }
 
+/// The CPU time this process has used so far, all its threads together.
+#[cfg(unix)]
+pub fn process_cpu_time() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `now`, which lives across
+    // the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut now) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let (secs, nanos) = (u64::try_from(now.tv_sec), u32::try_from(now.tv_nsec));
+    std::time::Duration::new(secs.unwrap_or(0), nanos.unwrap_or(0))
+}
+
 /// Drops this process's page-table entries for its own program image: the
 /// executable's read-only mappings (code, constants, the relocation tables the
 /// loader read) that still equal the file. Start-up runs a great deal that
