@@ -1,4 +1,6 @@
-//! The accept loop: every connection is served as HTTP/1.1 by hyper directly.
+//! The accept loops: every connection is served as HTTP/1.1 by hyper directly,
+//! by the async workers together or by the one serving thread that accepted it
+//! ([`serve_pinned`], ADR-0035).
 //!
 //! `axum::serve` hands each connection to hyper-util's "auto" builder, which reads
 //! the first 24 bytes to tell an HTTP/2 preface from HTTP/1 and gives them back
@@ -107,8 +109,8 @@ pub async fn serve_pinned(
     };
     let serving = TaskTracker::new();
     for (i, runtime) in runtimes.into_iter().enumerate() {
-        // Registered with the thread's own runtime, whose reactor then tells
-        // that thread (each thread's, every one) of a connection to accept.
+        // Registered with this thread's own runtime: every thread's reactor
+        // hears of each new connection, and the first to accept it serves it.
         let listener = {
             let _in = runtime.enter();
             TcpListener::from_std(listener.try_clone()?)?
