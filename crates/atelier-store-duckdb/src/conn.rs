@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant};
 
 use atelier_store::{NewSession, StoreError, StoreResult};
 use duckdb::{Connection, DropBehavior, Transaction};
@@ -16,6 +17,10 @@ use crate::{OpenError, sql};
 const MAX_IDLE_READERS: usize = 8;
 /// Prepared statements the writer connection keeps.
 const WRITER_STATEMENTS: usize = 64;
+/// A write that took longer, waiting for the writer included, is logged: every
+/// commit waits for the disk (an fsync of the write-ahead log) and every write
+/// for the one before it, so a slow disk shows here first.
+const SLOW_WRITE: Duration = Duration::from_millis(500);
 
 /// Files open in this process. DuckDB's file lock only keeps other processes out; a
 /// second open in this one would run two database instances on one file.
@@ -160,7 +165,7 @@ impl Connections {
         F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        blocking(move || transact(&mut inner.writer.lock(), f)).await
+        blocking(move || with_writer(&inner.writer, "request", |conn| transact(conn, f))).await
     }
 
     /// [`write`](Self::write) for the write-behind batches (usage records, audit
@@ -175,7 +180,7 @@ impl Connections {
         let inner = Arc::clone(&self.inner);
         self.inner
             .batches
-            .run(move || transact(&mut inner.writer.lock(), f))
+            .run(move || with_writer(&inner.writer, "batch", |conn| transact(conn, f)))
             .await
             .map_err(StoreError::backend)?
     }
@@ -190,9 +195,10 @@ impl Connections {
     {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            let mut conn = inner.writer.lock();
-            inner.sessions.write(&mut conn)?;
-            transact(&mut conn, f)
+            with_writer(&inner.writer, "request", |conn| {
+                inner.sessions.write(conn)?;
+                transact(conn, f)
+            })
         })
         .await
     }
@@ -228,19 +234,45 @@ impl Connections {
     /// Writes the new sessions still waiting: before reading refresh tokens.
     pub(crate) async fn write_sessions(&self) -> StoreResult<()> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || inner.sessions.write(&mut inner.writer.lock())).await
+        blocking(move || with_writer(&inner.writer, "sessions", |conn| inner.sessions.write(conn))).await
     }
 
     /// Writes everything to the database file, so the next start needs no WAL replay.
     pub(crate) async fn checkpoint(&self) -> StoreResult<()> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
-            let mut conn = inner.writer.lock();
-            inner.sessions.write(&mut conn)?;
-            conn.execute_batch("CHECKPOINT").map_err(sql::err)
+            with_writer(&inner.writer, "checkpoint", |conn| {
+                inner.sessions.write(conn)?;
+                conn.execute_batch("CHECKPOINT").map_err(sql::err)
+            })
         })
         .await
     }
+}
+
+/// Runs `f` on the writer connection, and logs a write slower than
+/// [`SLOW_WRITE`] with how long it waited for the writer and how long it ran.
+fn with_writer<T>(
+    writer: &Mutex<Connection>,
+    kind: &'static str,
+    f: impl FnOnce(&mut Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let asked = Instant::now();
+    let mut conn = writer.lock();
+    let waited = asked.elapsed();
+    let result = f(&mut conn);
+    drop(conn);
+    let took = asked.elapsed();
+    if took >= SLOW_WRITE {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(
+            kind,
+            waited_ms = ms(waited),
+            ran_ms = ms(took - waited),
+            "a database write was slow (the disk's commits, or the writer busy)"
+        );
+    }
+    result
 }
 
 /// Runs `f` in one transaction on `conn`: committed when `f` returns `Ok`,
@@ -362,6 +394,68 @@ mod tests {
             .await
             .expect("a write after both");
         assert_eq!(count(&conns), 1);
+    }
+
+    /// What a log subscriber wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_write_is_logged_with_its_wait_for_the_writer_and_a_quick_one_is_not() {
+        let writer = Arc::new(Mutex::new(Connection::open_in_memory().expect("open")));
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            with_writer(&writer, "request", |c| {
+                c.execute_batch("SELECT 1").map_err(sql::err)
+            })
+            .expect("quick");
+            assert!(captured.0.lock().is_empty(), "a quick write logged nothing");
+
+            // Another thread holds the writer for 300 ms; this write runs 300 ms more.
+            let held = Arc::clone(&writer);
+            let (taken, take) = std::sync::mpsc::channel();
+            let holder = std::thread::spawn(move || {
+                let _conn = held.lock();
+                taken.send(()).expect("send");
+                std::thread::sleep(Duration::from_millis(300));
+            });
+            take.recv().expect("the writer was taken");
+            with_writer(&writer, "batch", |_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .expect("slow");
+            holder.join().expect("holder");
+        });
+        let log = String::from_utf8(captured.0.lock().clone()).expect("utf-8");
+        assert!(log.contains("a database write was slow"), "{log}");
+        assert!(log.contains("kind=\"batch\""), "{log}");
+        let field = |name: &str| -> u64 {
+            let at = log.find(&format!("{name}=")).expect(name) + name.len() + 1;
+            log[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .expect("a number")
+        };
+        assert!((250..2_000).contains(&field("waited_ms")), "{log}");
+        assert!((250..2_000).contains(&field("ran_ms")), "{log}");
     }
 
     /// The scheduling policy of the thread that calls it.
