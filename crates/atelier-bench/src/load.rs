@@ -91,9 +91,10 @@ where
 /// Paced by tokio's timer, which wakes on whole milliseconds: at 3,000 req/s
 /// three requests leave together each millisecond, as from `oha -q`. Evenly
 /// spaced requests (a thread of its own sleeping to each one's time) were
-/// measured and not kept: every request then woke each process on its own, so
-/// atelier, the mock and the generator each took 25–50 % more CPU a request at
-/// 2,000–3,000 req/s and the added p99 rose (README, 2026-12-02).
+/// measured and not kept: atelier, the mock and the generator each took a
+/// fifth to a half more CPU a request at 2,000–3,000 req/s (presumably as each
+/// request woke each process on its own) and the added p99 rose (README,
+/// 2026-12-02).
 pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, max_in_flight: usize, send: F) -> Outcome
 where
     F: Fn() -> Fut + Send + Sync + 'static,
