@@ -22,15 +22,28 @@ struct Answer {
     id: String,
     model: String,
     created: u64,
-    tokens: Vec<String>,
+    /// The whole answer; its tokens are the words with their trailing space.
+    text: String,
+    /// Where each token ends in `text` (one allocation instead of one a word:
+    /// the mock shares the benchmark's cores with atelier).
+    token_ends: Vec<usize>,
     prompt_tokens: u64,
     finish_reason: &'static str,
     images: Vec<Value>,
 }
 
 impl Answer {
+    fn tokens(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.token_ends.iter().map(move |&end| {
+            let token = &self.text[start..end];
+            start = end;
+            token
+        })
+    }
+
     fn usage(&self) -> UsageOut {
-        let completion = self.tokens.len() as u64;
+        let completion = self.token_ends.len() as u64;
         let images = self.images.len() as u64;
         UsageOut {
             prompt_tokens: self.prompt_tokens,
@@ -54,7 +67,7 @@ impl Answer {
 
     fn cost(&self) -> f64 {
         self.prompt_tokens as f64 * PROMPT_PRICE
-            + self.tokens.len() as f64 * COMPLETION_PRICE
+            + self.token_ends.len() as f64 * COMPLETION_PRICE
             + self.images.len() as f64 * IMAGE_PRICE
     }
 
@@ -75,7 +88,7 @@ pub(crate) async fn completions(State(mock): State<Arc<Mock>>, headers: HeaderMa
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "Invalid JSON body");
     };
-    mock.record_body("POST /api/v1/chat/completions", &request);
+    mock.record_body("POST /api/v1/chat/completions", &body, &request);
     let Some(requested) = request["model"].as_str() else {
         return error(StatusCode::BAD_REQUEST, "model is required");
     };
@@ -134,14 +147,21 @@ fn compose(mock: &Mock, model: &str, messages: &[Value], request: &Value, wants_
             .collect::<Vec<_>>()
             .join(" ");
     }
-    let mut tokens: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
+    let mut token_ends: Vec<usize> = text
+        .split_inclusive(' ')
+        .scan(0, |end, token| {
+            *end += token.len();
+            Some(*end)
+        })
+        .collect();
     let mut finish_reason = "stop";
     if let Some(max) = request["max_tokens"]
         .as_u64()
         .and_then(|m| usize::try_from(m).ok())
-        && tokens.len() > max
+        && token_ends.len() > max
     {
-        tokens.truncate(max);
+        token_ends.truncate(max);
+        text.truncate(token_ends.last().copied().unwrap_or(0));
         finish_reason = "length";
     }
     let images = if wants_image {
@@ -152,7 +172,7 @@ fn compose(mock: &Mock, model: &str, messages: &[Value], request: &Value, wants_
     };
     let prompt_tokens = messages
         .iter()
-        .map(|m| content_text(&m["content"]).split_whitespace().count() as u64)
+        .map(|m| word_count(&m["content"]) as u64)
         .sum::<u64>()
         .max(1);
     let created = SystemTime::now()
@@ -162,7 +182,8 @@ fn compose(mock: &Mock, model: &str, messages: &[Value], request: &Value, wants_
         id: format!("gen-{created}-mock{:016}", mock.next_id()),
         model: model.to_owned(),
         created,
-        tokens,
+        text,
+        token_ends,
         prompt_tokens,
         finish_reason,
         images,
@@ -181,6 +202,19 @@ fn content_text(content: &Value) -> String {
     }
 }
 
+/// The words of a message's content (its text parts' words, for parts).
+fn word_count(content: &Value) -> usize {
+    match content {
+        Value::String(s) => s.split_whitespace().count(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .map(|t| t.split_whitespace().count())
+            .sum(),
+        _ => 0,
+    }
+}
+
 fn last_user_text(messages: &[Value]) -> String {
     messages
         .iter()
@@ -192,9 +226,12 @@ fn last_user_text(messages: &[Value]) -> String {
 
 /// A deterministic answer: the same prompt always gets the same words.
 fn reply_to(prompt: &str) -> String {
-    let summary: String = prompt.split_whitespace().collect::<Vec<_>>().join(" ");
-    let summary: String = summary.chars().take(200).collect();
-    if summary.to_lowercase().contains("code") {
+    let summary = summary_of(prompt);
+    let asks_for_code = summary
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"code"));
+    if asks_for_code {
         return format!(
             "Here is a small example for \u{201c}{summary}\u{201d}:\n\n```rust\nfn main() {{\n    \
              println!(\"hello from the mock upstream\");\n}}\n```\n\nThis answer was written offline \
@@ -205,6 +242,26 @@ fn reply_to(prompt: &str) -> String {
         "You asked: \u{201c}{summary}\u{201d}. This is a deterministic answer from the **mock \
          upstream**: the same prompt always gets the same words, and no model was called."
     )
+}
+
+/// The prompt's words joined by single spaces, cut at 200 characters.
+fn summary_of(prompt: &str) -> String {
+    let mut summary = String::with_capacity(prompt.len().min(800));
+    let mut left = 200usize;
+    for (i, word) in prompt.split_whitespace().enumerate() {
+        if left == 0 {
+            break;
+        }
+        if i > 0 {
+            summary.push(' ');
+            left -= 1;
+        }
+        for c in word.chars().take(left) {
+            summary.push(c);
+            left -= 1;
+        }
+    }
+    summary
 }
 
 // A whole answer, written straight from these (the mock answers thousands a
@@ -264,7 +321,7 @@ struct Choice<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: String,
+    content: &'a str,
     refusal: Option<()>,
     reasoning: Option<()>,
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
@@ -286,7 +343,7 @@ fn complete(answer: &Answer) -> Response {
             native_finish_reason: answer.finish_reason,
             message: Message {
                 role: "assistant",
-                content: answer.tokens.concat(),
+                content: &answer.text,
                 refusal: None,
                 reasoning: None,
                 images: &answer.images,
@@ -294,7 +351,17 @@ fn complete(answer: &Answer) -> Response {
         }],
         usage: answer.usage(),
     };
-    let mut response = axum::Json(body).into_response();
+    // Written into a buffer that holds a usual answer at once (axum's `Json`
+    // starts at 128 bytes and grows it three times).
+    let mut bytes = Vec::with_capacity(1024);
+    if let Err(e) = serde_json::to_writer(&mut bytes, &body) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        bytes,
+    )
+        .into_response();
     if let Ok(id) = HeaderValue::from_str(&answer.id) {
         response.headers_mut().insert("x-generation-id", id);
     }
@@ -352,7 +419,7 @@ async fn produce(mock: &Mock, answer: &Answer, tx: &mpsc::Sender<String>) -> Res
     let delay = catalog::token_delay(mock, &answer.model);
     send(tx, KEEPALIVE.into()).await?;
     let mut since_keepalive = Duration::ZERO;
-    for (i, token) in answer.tokens.iter().enumerate() {
+    for (i, token) in answer.tokens().enumerate() {
         pause(tx, delay).await?;
         since_keepalive += delay;
         if since_keepalive >= mock.config.keepalive_interval {
@@ -393,4 +460,57 @@ async fn produce(mock: &Mock, answer: &Answer, tx: &mpsc::Sender<String>) -> Res
         send(tx, "data: [DONE]\n\n".into()).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mock() -> Mock {
+        Mock::new(crate::MockConfig::default(), "http://127.0.0.1:0".into())
+    }
+
+    #[test]
+    fn the_summary_is_the_words_joined_and_cut_at_200_characters() {
+        let long = "naïve ".repeat(60);
+        for prompt in ["  Say\thello \n in  one line ", "", "   ", long.as_str(), "é"] {
+            let joined = prompt.split_whitespace().collect::<Vec<_>>().join(" ");
+            let expected: String = joined.chars().take(200).collect();
+            assert_eq!(summary_of(prompt), expected, "{prompt:?}");
+        }
+    }
+
+    #[test]
+    fn a_prompt_about_code_gets_code_whatever_its_case() {
+        assert!(reply_to("Some CoDe please").contains("```rust"));
+        assert!(!reply_to("Say hello").contains("```rust"));
+    }
+
+    #[test]
+    fn max_tokens_cuts_the_answer_at_a_token_and_says_so() {
+        let messages = vec![json!({"role": "user", "content": "Say hello in one line"})];
+        let whole = compose(&mock(), "mock/chat", &messages, &json!({}), false);
+        assert_eq!(whole.finish_reason, "stop");
+        assert_eq!(whole.tokens().collect::<String>(), whole.text);
+        assert_eq!(whole.tokens().count(), whole.text.split_inclusive(' ').count());
+
+        let cut = compose(&mock(), "mock/chat", &messages, &json!({"max_tokens": 3}), false);
+        assert_eq!(cut.finish_reason, "length");
+        let first_three: String = whole.text.split_inclusive(' ').take(3).collect();
+        assert_eq!(cut.text, first_three);
+        assert_eq!(cut.tokens().collect::<Vec<_>>().len(), 3);
+        assert_eq!(cut.usage().completion_tokens, 3);
+        assert_eq!(cut.usage().prompt_tokens, 5);
+
+        let none = compose(&mock(), "mock/chat", &messages, &json!({"max_tokens": 0}), false);
+        assert_eq!((none.text.as_str(), none.tokens().count()), ("", 0));
+    }
+
+    #[test]
+    fn prompt_tokens_count_the_words_of_text_parts() {
+        let parts = json!([{"type": "text", "text": "two words"}, {"type": "image_url"}, {"type": "text", "text": "three more words"}]);
+        assert_eq!(word_count(&parts), 5);
+        assert_eq!(word_count(&json!(" a  b ")), 2);
+        assert_eq!(word_count(&Value::Null), 0);
+    }
 }

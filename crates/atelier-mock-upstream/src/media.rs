@@ -76,7 +76,7 @@ pub(crate) async fn images(State(mock): State<Arc<Mock>>, headers: HeaderMap, bo
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "Invalid JSON body");
     };
-    mock.record_body("POST /api/v1/images", &request);
+    mock.record_body("POST /api/v1/images", &body, &request);
     let (Some(model), Some(prompt)) = (request["model"].as_str(), request["prompt"].as_str()) else {
         return error(StatusCode::BAD_REQUEST, "model and prompt are required");
     };

@@ -44,7 +44,7 @@ pub(crate) async fn submit(State(mock): State<Arc<Mock>>, headers: HeaderMap, bo
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "Invalid JSON body");
     };
-    mock.record_body("POST /api/v1/videos", &request);
+    mock.record_body("POST /api/v1/videos", &body, &request);
     let Some(model) = request["model"].as_str() else {
         return error(StatusCode::BAD_REQUEST, "model is required");
     };
