@@ -136,7 +136,8 @@ pub async fn serve_pinned(
 }
 
 /// The threads of [`serve_pinned`]. Dropped, they stop accepting and end once
-/// their connections have, without being waited for.
+/// their connections have, without being waited for here: they are kept for
+/// [`wait_for_dropped_threads`].
 pub struct ServingThreads {
     stop: CancellationToken,
     release: CancellationToken,
@@ -162,7 +163,42 @@ impl Drop for ServingThreads {
     fn drop(&mut self) {
         self.stop.cancel();
         self.release.cancel();
+        dropped_threads().append(&mut self.threads);
     }
+}
+
+/// Serving threads whose [`ServingThreads`] was dropped instead of released:
+/// the future of [`serve_pinned`] (or of `app::serve`) was dropped before it
+/// ended, as a test's runtime does when the test returns.
+static DROPPED: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+fn dropped_threads() -> std::sync::MutexGuard<'static, Vec<std::thread::JoinHandle<()>>> {
+    DROPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits, at most `limit`, for the serving threads of servers that were dropped
+/// rather than shut down (see [`ServingThreads`]); whether all have ended.
+///
+/// A process that drops servers (the API tests) calls this before it exits:
+/// such a thread ends by dropping the last handle on its DuckDB file, which
+/// closes it, and a close still running while the process runs its exit
+/// handlers races DuckDB's static destructors ("pure virtual method called",
+/// an abort after every test had passed).
+pub fn wait_for_dropped_threads(limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let threads = std::mem::take(&mut *dropped_threads());
+    let mut ended = true;
+    for thread in threads {
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            ended = false;
+        }
+    }
+    ended
 }
 
 fn log_end(result: hyper::Result<()>) {
@@ -275,6 +311,28 @@ mod tests {
                 "still accepting ({pinned:?})"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_threads_of_a_dropped_server_finish_their_requests_and_are_waited_for() {
+        let (addr, _stop, server) = start(Some(2)).await;
+        let answer = tokio::spawn(fetch(addr, "/slow"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // As a test's runtime does when the test returns: the future is dropped.
+        server.abort();
+        let _ = server.await;
+        let dropped = std::time::Instant::now();
+        let ended = tokio::task::spawn_blocking(|| super::wait_for_dropped_threads(Duration::from_secs(5)))
+            .await
+            .expect("waiting");
+        assert!(ended, "the serving threads ended");
+        // The thread that took the request ends only after answering it, 250 ms
+        // after the drop: waiting for it took that long.
+        let waited = dropped.elapsed();
+        assert!(waited >= Duration::from_millis(200), "returned after {waited:?}");
+        let (answer, _) = answer.await.expect("client");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
     }
 
     #[tokio::test]

@@ -17,6 +17,17 @@ pub fn trim_heap() -> bool {
     false
 }
 
+/// Has `handler` run when the process exits (C's `atexit`): after `main`
+/// returns or `std::process::exit`, before the static destructors of the C++
+/// linked in that were constructed earlier (they run in reverse order of
+/// registration). Whether it was registered.
+pub fn run_at_exit(handler: extern "C" fn()) -> bool {
+    // SAFETY: atexit keeps a plain function pointer, valid for the whole
+    // program; no data is passed. `extern "C"` makes a panic in it an abort
+    // rather than an unwind into C.
+    unsafe { libc::atexit(handler) == 0 }
+}
+
 /// The CPU time this process has used so far, all its threads together.
 #[cfg(unix)]
 pub fn process_cpu_time() -> std::time::Duration {

@@ -118,6 +118,9 @@ impl TestApp {
     async fn start(settings: Settings, dir: Arc<tempfile::TempDir>, mock: Arc<MockUpstream>) -> Self {
         let state = App::build(settings.clone()).await.expect("the app builds");
         state.bootstrap_admin().await.expect("the admin is created");
+        // Registered after the database has been used, so that at exit it runs
+        // before the destructors of what DuckDB set up so far.
+        atelier::sys::run_at_exit(wait_for_dropped_servers);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (tx, rx) = oneshot::channel();
@@ -242,6 +245,13 @@ impl TestApp {
                 .to_owned(),
         }
     }
+}
+
+/// A test's server is dropped with the test's runtime, and its serving threads
+/// end on their own, closing its DuckDB file: the test binary waits for them
+/// before DuckDB's static destructors run.
+extern "C" fn wait_for_dropped_servers() {
+    atelier::http1::wait_for_dropped_threads(Duration::from_secs(10));
 }
 
 impl Drop for TestApp {
