@@ -182,8 +182,8 @@ fn dropped_threads() -> std::sync::MutexGuard<'static, Vec<std::thread::JoinHand
 /// A process that drops servers (the API tests) calls this before it exits:
 /// such a thread ends by dropping the last handle on its DuckDB file, which
 /// closes it, and a close still running while the process runs its exit
-/// handlers races DuckDB's static destructors ("pure virtual method called",
-/// an abort after every test had passed).
+/// handlers races DuckDB's static destructors (the likely cause of one abort,
+/// "pure virtual method called", after every API test had passed).
 pub fn wait_for_dropped_threads(limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     let threads = std::mem::take(&mut *dropped_threads());
