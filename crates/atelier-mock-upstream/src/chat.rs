@@ -190,29 +190,24 @@ fn compose(mock: &Mock, model: &str, messages: &[Value], request: &Value, wants_
     }
 }
 
-fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
+/// The text of a message's content: the string itself, or its text parts.
+fn text_parts(content: &Value) -> impl Iterator<Item = &str> {
+    let (whole, parts) = match content {
+        Value::String(s) => (Some(s.as_str()), None),
+        Value::Array(parts) => (None, Some(parts.iter().filter_map(|p| p["text"].as_str()))),
+        _ => (None, None),
+    };
+    whole.into_iter().chain(parts.into_iter().flatten())
 }
 
-/// The words of a message's content (its text parts' words, for parts).
+fn content_text(content: &Value) -> String {
+    text_parts(content).collect::<Vec<_>>().join(" ")
+}
+
+/// The words of a message's content (parts are joined by spaces, so their
+/// words are the sum of theirs).
 fn word_count(content: &Value) -> usize {
-    match content {
-        Value::String(s) => s.split_whitespace().count(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .map(|t| t.split_whitespace().count())
-            .sum(),
-        _ => 0,
-    }
+    text_parts(content).map(|t| t.split_whitespace().count()).sum()
 }
 
 fn last_user_text(messages: &[Value]) -> String {

@@ -134,15 +134,9 @@ impl Mock {
     /// for the model it names.
     pub(crate) fn record_body(&self, route: &str, raw: &Bytes, body: &Value) {
         if let Some(model) = body["model"].as_str() {
-            count(&mut self.model_hits.lock(), model);
+            update(&mut self.model_hits.lock(), model, |n| *n += 1);
         }
-        let mut bodies = self.bodies.lock();
-        match bodies.get_mut(route) {
-            Some(last) => *last = raw.clone(),
-            None => {
-                bodies.insert(route.to_owned(), raw.clone());
-            }
-        }
+        update(&mut self.bodies.lock(), route, |last| *last = raw.clone());
     }
 
     /// Called when a client goes away in the middle of a stream.
@@ -277,17 +271,21 @@ async fn count_and_delay(State(mock): State<Arc<Mock>>, request: Request, next: 
     route.push_str(method);
     route.push(' ');
     route.push_str(path);
-    count(&mut mock.hits.lock(), &route);
+    update(&mut mock.hits.lock(), &route, |n| *n += 1);
     precise::sleep(mock.config.latency).await;
     next.run(request).await
 }
 
-/// Adds one to `key`'s count, copying the key only the first time it is seen.
-fn count(counts: &mut HashMap<String, u64>, key: &str) {
-    match counts.get_mut(key) {
-        Some(n) => *n += 1,
+/// Applies `change` to `key`'s value, starting from the default the first
+/// time: unlike `entry`, the key is copied only then, not on every call (one
+/// per request).
+fn update<V: Default>(map: &mut HashMap<String, V>, key: &str, change: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(value) => change(value),
         None => {
-            counts.insert(key.to_owned(), 1);
+            let mut value = V::default();
+            change(&mut value);
+            map.insert(key.to_owned(), value);
         }
     }
 }
