@@ -165,10 +165,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         Target {
             name: "sustained rate with added p99 < 1 ms, no errors (20 ms mock)",
             target: "≥ 5,000 req/s",
-            measured: r
-                .throughput
-                .best_rate
-                .map_or("none passed".into(), |b| format!("{b:.0} req/s")),
+            measured: r.throughput.best_rate_text(),
             met: r.throughput.best_rate.is_some_and(|b| b >= 5_000.0),
         },
         Target {
@@ -329,9 +326,7 @@ fn markdown(r: &Results) -> String {
         out,
         "\n## Throughput ({} ms mock)\n\nHighest rate with no errors and added p99 under 1 ms (the median of a rung's runs): **{}**.\n",
         r.throughput.mock_latency_ms,
-        r.throughput
-            .best_rate
-            .map_or("none".into(), |b| format!("{b:.0} req/s"))
+        r.throughput.best_rate_text()
     );
     let _ = writeln!(
         out,
