@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use crate::batches::BatchThread;
 use crate::sessions::{PendingSessions, WRITE_WITHIN};
-use crate::{OpenError, sql};
+use crate::{OpenError, OpenOptions, sql};
 
 /// Idle reader connections kept for reuse; more are cloned on demand under load.
 const MAX_IDLE_READERS: usize = 8;
@@ -21,6 +21,9 @@ const WRITER_STATEMENTS: usize = 64;
 /// commit waits for the disk (an fsync of the write-ahead log) and every write
 /// for the one before it, so a slow disk shows here first.
 const SLOW_WRITE: Duration = Duration::from_millis(500);
+/// DuckDB's own checkpoint threshold, as a multiple of the batch thread's
+/// (ADR-0037): a backstop for a WAL that grows with no batch to follow.
+const DUCKDB_CHECKPOINT_FACTOR: u64 = 4;
 
 /// Files open in this process. DuckDB's file lock only keeps other processes out; a
 /// second open in this one would run two database instances on one file.
@@ -80,15 +83,17 @@ struct Inner {
     sessions: PendingSessions,
     /// Writes the write-behind batches at idle priority (ADR-0034).
     batches: BatchThread,
+    /// The write-ahead log (none in memory), and the size at which the batch
+    /// thread checkpoints it (ADR-0037).
+    wal: Option<PathBuf>,
+    checkpoint_at: u64,
     /// Declared last: released only after every connection above has closed.
     _claim: OpenFile,
 }
 
 impl Connections {
     /// Blocking: opens the file, which also takes DuckDB's exclusive file lock.
-    /// `idle_batches`: whether the write-behind batches run at idle priority
-    /// (ADR-0034).
-    pub(crate) fn open(path: &Path, idle_batches: bool) -> Result<Self, OpenError> {
+    pub(crate) fn open(path: &Path, options: OpenOptions) -> Result<Self, OpenError> {
         let in_memory = path == Path::new(":memory:");
         if let Some(parent) = path.parent().filter(|p| !in_memory && !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| OpenError::CreateDir {
@@ -97,7 +102,7 @@ impl Connections {
             })?;
         }
         let claim = OpenFile::claim(path)?;
-        let writer = config()
+        let writer = config(options.checkpoint_wal_bytes)
             .and_then(|config| {
                 if in_memory {
                     Connection::open_in_memory_with_flags(config)
@@ -131,7 +136,9 @@ impl Connections {
                 readers: Mutex::new(Vec::new()),
                 origin: Mutex::new(origin),
                 sessions: PendingSessions::default(),
-                batches: BatchThread::start(idle_batches).map_err(OpenError::Thread)?,
+                batches: BatchThread::start(options.idle_batches).map_err(OpenError::Thread)?,
+                wal: (!in_memory).then(|| wal_path(path)),
+                checkpoint_at: options.checkpoint_wal_bytes,
                 _claim: claim,
             }),
         })
@@ -172,6 +179,8 @@ impl Connections {
     /// events): on the batch thread, which runs only when no other thread
     /// wants its core (ADR-0034). Writes of requests that wait for them keep
     /// [`write`](Self::write): they may wait for a batch to let go of the writer.
+    /// A batch that leaves the write-ahead log past its threshold is followed
+    /// by a checkpoint on the same thread (ADR-0037).
     pub(crate) async fn write_batch<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -180,7 +189,11 @@ impl Connections {
         let inner = Arc::clone(&self.inner);
         self.inner
             .batches
-            .run(move || with_writer(&inner.writer, "batch", |conn| transact(conn, f)))
+            .run(move || {
+                let written = with_writer(&inner.writer, "batch", |conn| transact(conn, f));
+                inner.checkpoint_if_due();
+                written
+            })
             .await
             .map_err(StoreError::backend)?
     }
@@ -307,6 +320,26 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Writes the write-ahead log into the database file once it has grown
+    /// past `checkpoint_at`. Called on the batch thread after a batch: DuckDB
+    /// would otherwise run the checkpoint inside whichever commit crossed its
+    /// threshold, a studio turn's or a login's as often as a batch's, tens to
+    /// hundreds of milliseconds at normal priority (ADR-0037). A failure is
+    /// logged; the next batch tries again.
+    fn checkpoint_if_due(&self) {
+        let Some(wal) = &self.wal else { return };
+        let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+        if size < self.checkpoint_at {
+            return;
+        }
+        let done = with_writer(&self.writer, "checkpoint", |conn| {
+            conn.execute_batch("CHECKPOINT").map_err(sql::err)
+        });
+        if let Err(e) = done {
+            tracing::warn!(error = %e, wal_bytes = size, "cannot checkpoint the database after a batch");
+        }
+    }
+
     fn take_reader(&self) -> StoreResult<Connection> {
         if let Some(conn) = self.readers.lock().pop() {
             return Ok(conn);
@@ -328,8 +361,20 @@ impl Inner {
 /// measured with callgrind, that spinning was most of the store's CPU and stole a
 /// core from the requests being served (ADR-0019). Queries still run side by side,
 /// each on the connection's own thread.
-fn config() -> duckdb::Result<duckdb::Config> {
-    duckdb::Config::default().threads(1)
+/// `checkpoint_at`: the batch thread's checkpoint threshold; DuckDB's own is
+/// set [`DUCKDB_CHECKPOINT_FACTOR`] times higher (ADR-0037).
+fn config(checkpoint_at: u64) -> duckdb::Result<duckdb::Config> {
+    let duckdb_threshold = checkpoint_at.saturating_mul(DUCKDB_CHECKPOINT_FACTOR);
+    duckdb::Config::default()
+        .threads(1)?
+        .with("checkpoint_threshold", format!("{duckdb_threshold}b"))
+}
+
+/// Where DuckDB keeps a database file's write-ahead log.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push(".wal");
+    PathBuf::from(wal)
 }
 
 async fn blocking<T, F>(f: F) -> StoreResult<T>
@@ -365,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_or_panicking_write_leaves_nothing_and_the_next_one_works() {
-        let conns = Connections::open(Path::new(":memory:"), true).expect("open");
+        let conns = Connections::open(Path::new(":memory:"), OpenOptions::default()).expect("open");
         conns
             .write(|c| sql::execute(c, "CREATE TABLE t (x INTEGER)", []))
             .await
@@ -465,7 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_are_written_at_idle_priority_and_a_panicking_one_stops_nothing() {
-        let conns = Connections::open(Path::new(":memory:"), true).expect("open");
+        let conns = Connections::open(Path::new(":memory:"), OpenOptions::default()).expect("open");
         let (policy, thread) = conns
             .write_batch(|c| {
                 sql::execute(c, "CREATE TABLE t (x INTEGER)", [])?;
@@ -498,11 +543,66 @@ mod tests {
 
     #[tokio::test]
     async fn batches_keep_normal_priority_when_asked_to() {
-        let conns = Connections::open(Path::new(":memory:"), false).expect("open");
+        let conns = Connections::open(
+            Path::new(":memory:"),
+            OpenOptions {
+                idle_batches: false,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("open");
         let policy = conns.write_batch(|_| policy()).await.expect("a batch");
         assert_eq!(
             policy,
             ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other)
         );
+    }
+
+    /// ADR-0037: a request's write leaves the grown log alone (DuckDB's own
+    /// threshold is four times the batch thread's), the next batch checkpoints
+    /// it, and nothing written is lost, before or after reopening the file.
+    #[tokio::test]
+    async fn the_batch_thread_checkpoints_a_grown_log_and_a_request_write_does_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("atelier.duckdb");
+        let options = OpenOptions {
+            checkpoint_wal_bytes: 64 << 10,
+            ..OpenOptions::default()
+        };
+        let conns = Connections::open(&path, options).expect("open");
+        conns
+            .write(|c| sql::execute(c, "CREATE TABLE t (x VARCHAR)", []))
+            .await
+            .expect("create");
+        let wal = wal_path(&path);
+        let log_bytes = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let mut writes = 0;
+        while log_bytes() < 96 << 10 && writes < 100 {
+            conns
+                .write(|c| sql::execute(c, "INSERT INTO t SELECT repeat('x', 1000) FROM range(10)", []))
+                .await
+                .expect("a request's write");
+            writes += 1;
+        }
+        let grown = log_bytes();
+        assert!(
+            (96 << 10..256 << 10).contains(&grown),
+            "{writes} request writes left the log at {grown} bytes, past the batch thread's threshold and under DuckDB's"
+        );
+
+        conns
+            .write_batch(|c| sql::execute(c, "INSERT INTO t VALUES ('batch')", []))
+            .await
+            .expect("a batch");
+        assert!(
+            log_bytes() < 4 << 10,
+            "the batch was followed by a checkpoint: {} bytes of {grown} left in the log",
+            log_bytes()
+        );
+        let rows = writes * 10 + 1;
+        assert_eq!(count(&conns), rows);
+        drop(conns);
+        let reopened = Connections::open(&path, options).expect("reopen");
+        assert_eq!(count(&reopened), rows, "every row is in the file");
     }
 }

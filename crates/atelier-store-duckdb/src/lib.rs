@@ -74,11 +74,20 @@ pub struct OpenOptions {
     /// Off: the same thread at normal priority, for a machine so busy that
     /// idle time never comes. Default: on.
     pub idle_batches: bool,
+    /// The size of the write-ahead log at which the batch thread, after a
+    /// batch, writes it into the database file (a checkpoint), so that no
+    /// request's own commit runs one (ADR-0037). DuckDB's own threshold, a
+    /// commit's checkpoint, is kept at four times this, as a backstop.
+    /// Default: 16 MiB (DuckDB's default threshold).
+    pub checkpoint_wal_bytes: u64,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { idle_batches: true }
+        OpenOptions {
+            idle_batches: true,
+            checkpoint_wal_bytes: 16 << 20,
+        }
     }
 }
 
@@ -140,7 +149,7 @@ impl DuckDbStore {
         let path = path.as_ref().to_path_buf();
         let conns = tokio::task::spawn_blocking({
             let path = path.clone();
-            move || Connections::open(&path, options.idle_batches)
+            move || Connections::open(&path, options)
         })
         .await
         .map_err(|join| OpenError::Open {

@@ -471,6 +471,7 @@ pub async fn open_store(settings: &Settings) -> Result<(Arc<dyn Store>, Migratio
         DatabaseUrl::DuckDb(path) => {
             let options = DuckDbOpenOptions {
                 idle_batches: settings.runtime.idle_batch_writes,
+                ..DuckDbOpenOptions::default()
             };
             let (store, report) = DuckDbStore::open_with(path, options).await?;
             Ok((Arc::new(store), report))
