@@ -446,6 +446,17 @@ pub struct Throughput {
 }
 
 impl Throughput {
+    /// The ladder's outcome; the best rate is the highest rung that passed.
+    fn of(mock_latency_ms: u64, steps: Vec<AtRate>, rungs: Vec<Rung>) -> Self {
+        let best_rate = rungs.iter().filter(|r| r.passed).map(|r| r.rate).reduce(f64::max);
+        Throughput {
+            mock_latency_ms,
+            steps,
+            rungs,
+            best_rate,
+        }
+    }
+
     /// The best rate, and the rungs under it that failed (a median run that
     /// landed on the host's bursts), so a report does not hide them.
     pub fn best_rate_text(&self) -> String {
@@ -480,7 +491,7 @@ pub struct Rung {
 /// Failing rungs in a row that end the ladder. One was not enough: a rung whose
 /// median run still landed on the host's bursts (a 1,000 req/s rung at +1.27 ms
 /// where 4,000 then passed alone) hid every rung above it.
-pub const FAILED_RUNGS_THAT_END_THE_LADDER: usize = 2;
+const FAILED_RUNGS_THAT_END_THE_LADDER: usize = 2;
 
 /// Rising rates against a 20 ms mock until two rungs in a row fail. On a shared
 /// 2-core machine one 5-second run can land on a burst of the host's own work
@@ -493,7 +504,7 @@ pub async fn throughput(
     sizes: &Sizes,
     mock_latency_ms: u64,
 ) -> Result<Throughput> {
-    let (mut steps, mut rungs, mut best_rate) = (Vec::new(), Vec::new(), None);
+    let (mut steps, mut rungs) = (Vec::new(), Vec::new());
     let mut failed_in_a_row = 0;
     for &rate in sizes.throughput_rates.iter() {
         let mut runs = Vec::new();
@@ -514,20 +525,12 @@ pub async fn throughput(
             errors,
             passed,
         });
-        if passed && best_rate.is_none_or(|best| best < rate) {
-            best_rate = Some(rate);
-        }
         failed_in_a_row = if passed { 0 } else { failed_in_a_row + 1 };
         if failed_in_a_row >= FAILED_RUNGS_THAT_END_THE_LADDER && !sizes.whole_ladder {
             break;
         }
     }
-    Ok(Throughput {
-        mock_latency_ms,
-        steps,
-        rungs,
-        best_rate,
-    })
+    Ok(Throughput::of(mock_latency_ms, steps, rungs))
 }
 
 // ---------------------------------------------------------------- 3. streaming
@@ -770,13 +773,7 @@ mod tests {
     }
 
     fn ladder(rungs: Vec<Rung>) -> Throughput {
-        let best_rate = rungs.iter().filter(|r| r.passed).map(|r| r.rate).reduce(f64::max);
-        Throughput {
-            mock_latency_ms: 20,
-            steps: vec![],
-            rungs,
-            best_rate,
-        }
+        Throughput::of(20, vec![], rungs)
     }
 
     #[test]

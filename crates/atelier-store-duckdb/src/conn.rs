@@ -83,9 +83,8 @@ struct Inner {
     sessions: PendingSessions,
     /// Writes the write-behind batches at idle priority (ADR-0034).
     batches: BatchThread,
-    /// The write-ahead log (none in memory), and the size at which the batch
-    /// thread checkpoints it (ADR-0037).
-    wal: Option<PathBuf>,
+    /// The size of the write-ahead log at which the batch thread checkpoints
+    /// it (ADR-0037).
     checkpoint_at: u64,
     /// Declared last: released only after every connection above has closed.
     _claim: OpenFile,
@@ -137,7 +136,6 @@ impl Connections {
                 origin: Mutex::new(origin),
                 sessions: PendingSessions::default(),
                 batches: BatchThread::start(options.idle_batches).map_err(OpenError::Thread)?,
-                wal: (!in_memory).then(|| wal_path(path)),
                 checkpoint_at: options.checkpoint_wal_bytes,
                 _claim: claim,
             }),
@@ -327,8 +325,8 @@ impl Inner {
     /// hundreds of milliseconds at normal priority (ADR-0037). A failure is
     /// logged; the next batch tries again.
     fn checkpoint_if_due(&self) {
-        let Some(wal) = &self.wal else { return };
-        let size = std::fs::metadata(wal).map_or(0, |m| m.len());
+        // In memory there is no log file, and the size reads as 0.
+        let size = std::fs::metadata(wal_path(&self.path)).map_or(0, |m| m.len());
         if size < self.checkpoint_at {
             return;
         }
