@@ -43,8 +43,9 @@ struct Args {
     #[arg(long = "atelier-env", value_name = "KEY=VALUE", value_parser = key_value)]
     atelier_env: Vec<(String, String)>,
     /// Only these scenarios (comma-separated: latency, turns, rates, streaming,
-    /// logins, throughput, studio); all by default. With throughput or studio (the
-    /// studio's chat against a 20 ms model) the mock answers in 20 ms for all.
+    /// logins, throughput, studio, studio-load); all by default. With throughput,
+    /// studio (the studio's chat against a 20 ms model) or studio-load (the same
+    /// beside /v1 load) the mock answers in 20 ms for all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// With `--only`: these rates (requests/s) instead of the standard ones, for
@@ -100,7 +101,7 @@ async fn run_only(args: &Args) -> Result<()> {
         sizes.whole_ladder = true;
     }
     let want = |name: &str| args.only.iter().any(|o| o == name);
-    let slow = want("throughput") || want("studio");
+    let slow = want("throughput") || want("studio") || want("studio-load");
     let (mock, mock_url) = start_mock(&args.bin_dir, if slow { SLOW_MOCK_MS } else { 0 }, TOKEN_DELAY_MS)?;
     let dir = workdir()?;
     let (atelier, base, ready) = start_atelier(&args.bin_dir, &dir, &mock_url, &args.atelier_env).await?;
@@ -151,6 +152,12 @@ async fn run_only(args: &Args) -> Result<()> {
             serde_json::to_value(
                 scenarios::studio_chat(&targets, sizes.slow_rest_chat_requests, SLOW_STUDIO_CHAT).await?,
             )?,
+        );
+    }
+    if want("studio-load") {
+        print(
+            "studio_load",
+            serde_json::to_value(scenarios::studio_chat_under_load(&targets, &sizes, SLOW_MOCK_MS).await?)?,
         );
     }
     if want("throughput") {
@@ -205,6 +212,8 @@ async fn run(args: Args) -> Result<PathBuf> {
     let throughput = scenarios::throughput(&targets, &atelier, &sizes, SLOW_MOCK_MS).await?;
     eprintln!("the studio's chat against the {SLOW_MOCK_MS} ms mock");
     latency.push(scenarios::studio_chat(&targets, sizes.slow_rest_chat_requests, SLOW_STUDIO_CHAT).await?);
+    eprintln!("… and beside /v1 at {:.0} req/s", sizes.studio_load_rate);
+    latency.push(scenarios::studio_chat_under_load(&targets, &sizes, SLOW_MOCK_MS).await?);
     let under_load_mib = throughput
         .steps
         .iter()

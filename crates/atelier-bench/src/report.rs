@@ -281,7 +281,7 @@ fn markdown(r: &Results) -> String {
         "\n## Added latency, one request at a time\n\n| path | direct p50 / p99 / p99.9 | through atelier | added |\n|---|---|---|---|"
     );
     for l in &r.latency_at_concurrency_one {
-        comparison_row(&mut out, l.path, &l.comparison);
+        comparison_row(&mut out, &l.path, &l.comparison);
     }
     let (turn, page) = (&r.studio_turns.turn, &r.studio_turns.page);
     let _ = writeln!(

@@ -26,6 +26,10 @@ pub struct Sizes {
     pub slow_rest_chat_requests: usize,
     /// Continued studio turns, in conversations of ten.
     pub studio_turns: usize,
+    /// The `/v1` rate (requests/s) beside which studio turns are timed, and
+    /// for how long.
+    pub studio_load_rate: f64,
+    pub studio_load_duration: Duration,
     pub rates: Cow<'static, [f64]>,
     pub rate_duration: Duration,
     pub throughput_rates: Cow<'static, [f64]>,
@@ -48,6 +52,8 @@ pub const FULL: Sizes = Sizes {
     rest_chat_requests: 1_000,
     slow_rest_chat_requests: 200,
     studio_turns: 100,
+    studio_load_rate: 2_000.0,
+    studio_load_duration: Duration::from_secs(20),
     rates: Cow::Borrowed(&[500.0, 1_000.0, 2_000.0]),
     rate_duration: Duration::from_secs(5),
     throughput_rates: Cow::Borrowed(&[
@@ -68,6 +74,8 @@ pub const SMOKE: Sizes = Sizes {
     rest_chat_requests: 10,
     slow_rest_chat_requests: 5,
     studio_turns: 4,
+    studio_load_rate: 50.0,
+    studio_load_duration: Duration::from_millis(500),
     rates: Cow::Borrowed(&[50.0]),
     rate_duration: Duration::from_millis(400),
     throughput_rates: Cow::Borrowed(&[50.0, 100.0]),
@@ -230,7 +238,7 @@ fn checked(outcome: Outcome, what: &str) -> Result<Outcome> {
 
 #[derive(Debug, Serialize)]
 pub struct LatencyAtOne {
-    pub path: &'static str,
+    pub path: Cow<'static, str>,
     pub comparison: Comparison,
 }
 
@@ -254,11 +262,11 @@ pub async fn latency_at_concurrency_one(t: &Targets, sizes: &Sizes) -> Result<Ve
     }
     Ok(vec![
         LatencyAtOne {
-            path: "/v1/chat/completions, access token",
+            path: "/v1/chat/completions, access token".into(),
             comparison: Comparison::of(&samples[0], &samples[1]),
         },
         LatencyAtOne {
-            path: "/v1/chat/completions, API key",
+            path: "/v1/chat/completions, API key".into(),
             comparison: Comparison::of(&samples[0], &samples[2]),
         },
         studio_chat(t, sizes.rest_chat_requests, "/ai/chat (stores the conversation)").await?,
@@ -279,7 +287,53 @@ pub async fn studio_chat(t: &Targets, requests: usize, path: &'static str) -> Re
         rest.push(t0.elapsed());
     }
     Ok(LatencyAtOne {
-        path,
+        path: path.into(),
+        comparison: Comparison::of(&direct, &rest),
+    })
+}
+
+/// How often a studio turn is sent beside the `/v1` load.
+const TURN_EVERY: Duration = Duration::from_millis(100);
+
+/// The studio's chat while `/v1` traffic runs at `sizes.studio_load_rate`: a
+/// turn (a new conversation, each after the same request straight to the mock)
+/// every 100 ms for as long as the load lasts. A turn's own writes (the
+/// question, the answer) then meet the gateway's usage batches and the
+/// checkpoints after them (ADR-0037), which the quiet studio row cannot show.
+pub async fn studio_chat_under_load(
+    t: &Targets,
+    sizes: &Sizes,
+    mock_latency_ms: u64,
+) -> Result<LatencyAtOne> {
+    let (rate, duration) = (sizes.studio_load_rate, sizes.studio_load_duration);
+    let turns = async {
+        let (mut direct, mut rest) = (Vec::new(), Vec::new());
+        let started = tokio::time::Instant::now();
+        let mut next = started;
+        while next.duration_since(started) < duration {
+            let t0 = Instant::now();
+            t.chat(Path::Direct).await.map_err(anyhow::Error::msg)?;
+            direct.push(t0.elapsed());
+            let t0 = Instant::now();
+            t.chat(Path::RestChat).await.map_err(anyhow::Error::msg)?;
+            rest.push(t0.elapsed());
+            next += TURN_EVERY;
+            tokio::time::sleep_until(next).await;
+        }
+        anyhow::Ok((direct, rest))
+    };
+    let (load, turns) = tokio::join!(open_loop(rate, duration, 4_096, sender(t, Path::V1Jwt)), turns);
+    let (direct, rest) = turns?;
+    let load = checked(load, "/v1 beside the studio's turns")?;
+    if load.errors > 0 {
+        bail!(
+            "/v1 beside the studio's turns: {} errors ({:?})",
+            load.errors,
+            load.first_error
+        );
+    }
+    Ok(LatencyAtOne {
+        path: format!("/ai/chat against a {mock_latency_ms} ms model, beside /v1 at {rate:.0} req/s").into(),
         comparison: Comparison::of(&direct, &rest),
     })
 }

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use atelier_store::{JobStatus, VideoJob};
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, MissingJsonContentType};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,6 +17,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -111,17 +112,50 @@ async fn list_models(
 
 // ---------------------------------------------------------------- chat
 
+/// A chat body read straight from the request's bytes, refused with the words
+/// axum's `Json` would use (the body is read once, and only a refusal asks
+/// `Json` why).
+struct V1ChatBody(ChatBody);
+
+impl FromRequest<AppState> for V1ChatBody {
+    type Rejection = OpenAiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let invalid = |text: String| OpenAiError::from(ApiError::bad_request("invalid_body", text));
+        if !is_json(req.headers()) {
+            return Err(invalid(MissingJsonContentType::default().body_text()));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| invalid(JsonRejection::from(e).body_text()))?;
+        match ChatBody::parse(bytes.clone()) {
+            Ok(body) => Ok(V1ChatBody(body)),
+            Err(e) => Err(invalid(match Json::<Box<RawValue>>::from_bytes(&bytes) {
+                Err(rejection) => rejection.body_text(),
+                Ok(_) => e.to_string(),
+            })),
+        }
+    }
+}
+
+/// axum's test for a JSON body (`application/json` or `…+json`), private in
+/// axum 0.8.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|mime| {
+            mime.type_() == "application"
+                && (mime.subtype() == "json" || mime.suffix().is_some_and(|name| name == "json"))
+        })
+}
+
 async fn chat_completions(
     State(state): State<AppState>,
     V1User(user): V1User,
-    json: Result<Json<Box<RawValue>>, JsonRejection>,
+    V1ChatBody(body): V1ChatBody,
 ) -> Result<Response, OpenAiError> {
-    let body = match json {
-        Ok(Json(raw)) => {
-            ChatBody::parse(&raw).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
-        }
-        Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text()).into()),
-    };
     // A request that cannot be sent is refused before it counts against limits.
     let model = body
         .model()

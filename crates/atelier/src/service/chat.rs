@@ -642,6 +642,27 @@ fn title_from(messages: &[InputMessage]) -> String {
 
 /// The first `max` characters of the text on one line, with an ellipsis if cut.
 pub fn excerpt(text: &str, max: usize) -> String {
+    // Most prompts are one short line already (every `/v1` request's summary
+    // comes here): copied whole, not rebuilt a character at a time.
+    if is_one_line(text, max) {
+        return text.to_owned();
+    }
+    squeezed(text, max)
+}
+
+/// At most `max` characters of ASCII, single spaces between words and none at
+/// either end: what [`squeezed`] would return unchanged.
+fn is_one_line(text: &str, max: usize) -> bool {
+    text.len() <= max
+        && text.is_ascii()
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.contains("  ")
+        // The other ASCII whitespace (`char::is_whitespace`): tab to carriage return.
+        && !text.bytes().any(|b| matches!(b, b'\t'..=b'\r'))
+}
+
+fn squeezed(text: &str, max: usize) -> String {
     // The characters of the text with its whitespace runs made single spaces,
     // read only as far as the excerpt needs: a long prompt is not copied whole.
     let mut chars = text
@@ -741,6 +762,33 @@ mod tests {
         assert_eq!(excerpt(" été  à\tParis ", 9), "été à Pa…");
         assert_eq!(excerpt("été à", 5), "été à");
         assert_eq!(excerpt("ab", 0), "…");
+    }
+
+    #[test]
+    fn a_short_line_is_its_own_excerpt() {
+        let texts = [
+            "",
+            "Say hello in one line",
+            "a b",
+            "a  b",
+            " a",
+            "a ",
+            "a\tb",
+            "a\x0bb",
+            "a\rb",
+            "a\x1fb",
+            "été",
+            "a\u{a0}b",
+            "abcde",
+            "abcdef",
+        ];
+        for text in texts {
+            for max in [0, 3, 5, 60] {
+                assert_eq!(excerpt(text, max), squeezed(text, max), "{text:?} at {max}");
+            }
+        }
+        assert!(is_one_line("Say hello in one line", 60));
+        assert!(!is_one_line("a\x0bb", 60));
         let messages = vec![
             InputMessage {
                 role: "system".into(),

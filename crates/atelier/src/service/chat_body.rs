@@ -1,14 +1,17 @@
 //! A `/v1` chat request, parsed only as deep as atelier needs.
 //!
-//! The client's top-level fields are kept as the raw JSON it sent; what goes
-//! upstream is that JSON with only `model` and `stream` set by atelier, written
-//! by copying the other fields' bytes. The conversation (`messages`), often most
-//! of the body, is never built into a tree: the cost estimate sums its strings'
-//! lengths while scanning it, and the usage summary reads the last user message
-//! alone. A long conversation costs a scan, not an allocation per value.
+//! The body is kept as the client sent it, with the byte ranges of its
+//! top-level fields; what goes upstream is that JSON with only `model` and
+//! `stream` set by atelier, written by copying the other fields' bytes. Nothing
+//! is copied out of the body while it is read: a key is a range unless it had
+//! escapes, a value always is. The conversation (`messages`), often most of the
+//! body, is never built into a tree: the cost estimate sums its strings' lengths
+//! while scanning it, and the usage summary reads the last user message alone.
+//! A long conversation costs a scan, not an allocation per value.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -17,10 +20,27 @@ use serde_json::value::RawValue;
 
 use super::chat::excerpt;
 
-/// The top-level fields of a chat request, in the client's order.
+/// A chat request's body and its top-level fields, in the client's order.
 #[derive(Debug)]
 pub struct ChatBody {
-    fields: Vec<(String, Box<RawValue>)>,
+    text: String,
+    fields: Vec<Field>,
+}
+
+/// Where one top-level field is in the body.
+#[derive(Debug)]
+struct Field {
+    key: Key,
+    /// The value's JSON text.
+    value: Range<usize>,
+}
+
+#[derive(Debug)]
+enum Key {
+    /// The key's text, as written between its quotes (it had no escapes).
+    At(Range<usize>),
+    /// A key written with escapes, unescaped.
+    Unescaped(Box<str>),
 }
 
 /// Why a body is not a chat request atelier can pass on.
@@ -45,26 +65,53 @@ impl fmt::Display for BodyError {
 }
 
 impl ChatBody {
-    /// Splits a JSON object (already known to be valid JSON) into its fields.
-    pub fn parse(json: &RawValue) -> Result<Self, BodyError> {
-        let fields = serde_json::from_str::<Fields>(json.get())
-            .map_err(|_| BodyError::NotAnObject)?
-            .0;
-        Ok(ChatBody { fields })
+    /// Splits a body into its top-level fields; `Err(NotAnObject)` unless it is
+    /// a JSON object in UTF-8.
+    pub fn parse(body: Bytes) -> Result<Self, BodyError> {
+        // Without a copy when the body owns its whole buffer.
+        let text = String::from_utf8(body.into()).map_err(|_| BodyError::NotAnObject)?;
+        let fields = {
+            let at = |part: &str| part.as_ptr() as usize - text.as_ptr() as usize;
+            let range = |part: &str| at(part)..at(part) + part.len();
+            serde_json::from_str::<Fields<'_>>(&text)
+                .map_err(|_| BodyError::NotAnObject)?
+                .0
+                .into_iter()
+                .map(|(key, value)| Field {
+                    key: match key {
+                        Cow::Borrowed(key) => Key::At(range(key)),
+                        Cow::Owned(key) => Key::Unescaped(key.into()),
+                    },
+                    value: range(value.get()),
+                })
+                .collect()
+        };
+        Ok(ChatBody { text, fields })
+    }
+
+    fn key<'a>(&'a self, field: &'a Field) -> &'a str {
+        match &field.key {
+            Key::At(range) => &self.text[range.clone()],
+            Key::Unescaped(key) => key,
+        }
+    }
+
+    fn value(&self, field: &Field) -> &str {
+        &self.text[field.value.clone()]
     }
 
     /// The last value given for `name` (JSON's duplicate keys: the last wins, as
-    /// for every common parser).
-    fn get(&self, name: &str) -> Option<&RawValue> {
+    /// for every common parser), as its JSON text.
+    fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .rev()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_ref())
+            .find(|field| self.key(field) == name)
+            .map(|field| self.value(field))
     }
 
     fn parsed<'a, T: Deserialize<'a>>(&'a self, name: &str) -> Option<T> {
-        serde_json::from_str(self.get(name)?.get()).ok()
+        serde_json::from_str(self.get(name)?).ok()
     }
 
     /// The requested model; `Err` unless it is a non-blank string.
@@ -97,7 +144,7 @@ impl ChatBody {
     /// the cost estimate.
     pub fn text_len(&self) -> usize {
         self.get("messages").map_or(0, |raw| {
-            let mut de = serde_json::Deserializer::from_str(raw.get());
+            let mut de = serde_json::Deserializer::from_str(raw);
             StringBytes.deserialize(&mut de).unwrap_or(0)
         })
     }
@@ -123,8 +170,7 @@ impl ChatBody {
     /// The body to send upstream: `model` and `stream` as given here, every
     /// other field as the client wrote it.
     pub fn to_upstream(&self, model: &str, stream: bool) -> Bytes {
-        let size = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4);
-        let mut out = Vec::with_capacity(size.sum::<usize>() + model.len() + 32);
+        let mut out = Vec::with_capacity(self.text.len() + model.len() + 32);
         out.extend_from_slice(b"{\"model\":");
         write_json(&mut out, model);
         out.extend_from_slice(if stream {
@@ -132,12 +178,21 @@ impl ChatBody {
         } else {
             b",\"stream\":false"
         });
-        for (key, value) in &self.fields {
+        for field in &self.fields {
+            let key = self.key(field);
             if key != "model" && key != "stream" {
                 out.push(b',');
-                write_json(&mut out, key.as_str());
+                match &field.key {
+                    // Written without escapes, so it needs none.
+                    Key::At(_) => {
+                        out.push(b'"');
+                        out.extend_from_slice(key.as_bytes());
+                        out.push(b'"');
+                    }
+                    Key::Unescaped(key) => write_json(&mut out, key),
+                }
                 out.push(b':');
-                out.extend_from_slice(value.get().as_bytes());
+                out.extend_from_slice(self.value(field).as_bytes());
             }
         }
         out.push(b'}');
@@ -159,28 +214,57 @@ struct Message<'a> {
     content: Option<&'a RawValue>,
 }
 
-/// An object's fields with their values unparsed.
-struct Fields(Vec<(String, Box<RawValue>)>);
+/// An object's fields with their values unparsed, borrowed from the text (a
+/// key is copied only when it had escapes).
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'de> Deserialize<'de> for Fields {
+impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct FieldsVisitor;
         impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields;
+            type Value = Fields<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
-                    fields.push(entry);
+                while let Some(key) = map.next_key_seed(KeyText)? {
+                    fields.push((key, map.next_value()?));
                 }
                 Ok(Fields(fields))
             }
         }
         d.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// A key, borrowed when the text holds it as is. (`Cow`'s own `Deserialize`
+/// always copies.)
+struct KeyText;
+
+impl<'de> DeserializeSeed<'de> for KeyText {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyText {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -251,8 +335,7 @@ mod tests {
     use super::*;
 
     fn body(value: &Value) -> Result<ChatBody, BodyError> {
-        let raw = RawValue::from_string(value.to_string()).expect("raw");
-        ChatBody::parse(&raw)
+        ChatBody::parse(Bytes::from(value.to_string()))
     }
 
     #[test]
@@ -312,6 +395,36 @@ mod tests {
     }
 
     #[test]
+    fn only_a_whole_json_object_in_utf8_is_a_body() {
+        let parse = |raw: &'static [u8]| ChatBody::parse(Bytes::from_static(raw)).err();
+        assert_eq!(parse(br#"{"model": "m"}"#), None);
+        for bad in [
+            &br#"{"model": "m"} {}"#[..],
+            br#"{"model": "m""#,
+            br#"{"model": "m",}"#,
+            b"{\"model\": \"\xff\"}",
+            b"{\"\xff\": 1}",
+            b"",
+        ] {
+            assert_eq!(parse(bad), Some(BodyError::NotAnObject), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_written_with_escapes_is_read_unescaped() {
+        let raw = r#"{"mo\u0064el": "m", "me\u0073sages": [{"role": "user", "content": "x"}], "t\"": 1}"#;
+        let b = ChatBody::parse(Bytes::from(raw)).expect("parsed");
+        assert_eq!(b.model(), Ok("m".to_owned()));
+        assert_eq!(b.summary(), Ok("x".to_owned()));
+        // The escaped `model` is replaced, not sent twice.
+        let sent: Value = serde_json::from_slice(&b.to_upstream("m2", false)).expect("json");
+        assert_eq!(
+            sent,
+            json!({"model": "m2", "stream": false, "messages": [{"role": "user", "content": "x"}], "t\"": 1})
+        );
+    }
+
+    #[test]
     fn the_summary_is_the_last_user_message() {
         let b = body(&json!({"model": "m", "messages": [
             {"role": "user", "content": "first question"},
@@ -322,7 +435,7 @@ mod tests {
         .expect("parsed");
         assert_eq!(b.summary(), Ok("second question".to_owned()));
         let raw = r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "look"}]}]}"#;
-        let parts = ChatBody::parse(&RawValue::from_string(raw.into()).expect("raw")).expect("parsed");
+        let parts = ChatBody::parse(Bytes::from(raw)).expect("parsed");
         assert_eq!(
             parts.summary(),
             Ok(r#"[{"type": "text", "text": "look"}]"#.to_owned())

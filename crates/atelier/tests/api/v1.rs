@@ -222,6 +222,54 @@ async fn bad_requests_and_upstream_refusals_are_openai_errors() {
         .unwrap();
     let not_json = crate::helpers::read(not_json).await;
     assert_openai_error(&not_json, StatusCode::BAD_REQUEST, "invalid_request_error");
+    // Each way a body is not a chat request is named, with serde's position.
+    for (content_type, body, message) in [
+        (
+            "application/json",
+            &b"{not json"[..],
+            "Failed to parse the request body as JSON: key must be a string at line 1 column 2",
+        ),
+        (
+            "application/json",
+            b"{\"model\": \"m\"} []",
+            "Failed to parse the request body as JSON: trailing characters at line 1 column 17",
+        ),
+        (
+            "application/json",
+            b"{\"model\": \"\xff\"}",
+            "Failed to parse the request body as JSON: invalid unicode code point at line 1 column 14",
+        ),
+        ("application/json", b"[1, 2]", "the body must be a JSON object"),
+        (
+            "text/plain",
+            b"{}",
+            "Expected request with `Content-Type: application/json`",
+        ),
+    ] {
+        let refused = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let refused = crate::helpers::read(refused).await;
+        assert_openai_error(&refused, StatusCode::BAD_REQUEST, "invalid_request_error");
+        assert_eq!(refused.body["error"]["message"], message, "{body:?}");
+    }
+    // A body with a `+json` type is JSON.
+    let suffixed = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/vnd.api+json; charset=utf-8")
+        .body(json!({"model": "mock/chat", "messages": [{"role": "user", "content": "x"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suffixed.status(), StatusCode::OK);
 
     let no_model = app
         .post(
