@@ -232,12 +232,12 @@ async fn bad_requests_and_upstream_refusals_are_openai_errors() {
         (
             "application/json",
             b"{\"model\": \"m\"} []",
-            "Failed to parse the request body as JSON: trailing characters at line 1 column 17",
+            "Failed to parse the request body as JSON: trailing characters at line 1 column 16",
         ),
         (
             "application/json",
             b"{\"model\": \"\xff\"}",
-            "Failed to parse the request body as JSON: invalid unicode code point at line 1 column 14",
+            "Failed to parse the request body as JSON: invalid unicode code point at line 1 column 12",
         ),
         ("application/json", b"[1, 2]", "the body must be a JSON object"),
         (
