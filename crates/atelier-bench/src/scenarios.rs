@@ -279,17 +279,22 @@ pub async fn studio_chat(t: &Targets, requests: usize, path: &'static str) -> Re
     let mut rest = Vec::with_capacity(requests);
     let mut direct = Vec::with_capacity(requests);
     for _ in 0..requests {
-        let t0 = Instant::now();
-        t.chat(Path::Direct).await.map_err(anyhow::Error::msg)?;
-        direct.push(t0.elapsed());
-        let t0 = Instant::now();
-        t.chat(Path::RestChat).await.map_err(anyhow::Error::msg)?;
-        rest.push(t0.elapsed());
+        studio_pair(t, &mut direct, &mut rest).await?;
     }
     Ok(LatencyAtOne {
         path: path.into(),
         comparison: Comparison::of(&direct, &rest),
     })
+}
+
+/// One request straight to the mock, then the studio's turn with it, each timed.
+async fn studio_pair(t: &Targets, direct: &mut Vec<Duration>, rest: &mut Vec<Duration>) -> Result<()> {
+    for (path, times) in [(Path::Direct, direct), (Path::RestChat, rest)] {
+        let t0 = Instant::now();
+        t.chat(path).await.map_err(anyhow::Error::msg)?;
+        times.push(t0.elapsed());
+    }
+    Ok(())
 }
 
 /// How often a studio turn is sent beside the `/v1` load.
@@ -311,12 +316,7 @@ pub async fn studio_chat_under_load(
         let started = tokio::time::Instant::now();
         let mut next = started;
         while next.duration_since(started) < duration {
-            let t0 = Instant::now();
-            t.chat(Path::Direct).await.map_err(anyhow::Error::msg)?;
-            direct.push(t0.elapsed());
-            let t0 = Instant::now();
-            t.chat(Path::RestChat).await.map_err(anyhow::Error::msg)?;
-            rest.push(t0.elapsed());
+            studio_pair(t, &mut direct, &mut rest).await?;
             next += TURN_EVERY;
             tokio::time::sleep_until(next).await;
         }
