@@ -262,7 +262,9 @@ impl Connections {
 }
 
 /// Runs `f` on the writer connection, and logs a write slower than
-/// [`SLOW_WRITE`] with how long it waited for the writer and how long it ran.
+/// [`SLOW_WRITE`] with how long it waited for the writer, how long it ran,
+/// and how much of that this thread spent on a core: a run far longer than
+/// its CPU time waited for the disk or for a core, one as long did the work.
 fn with_writer<T>(
     writer: &Mutex<Connection>,
     kind: &'static str,
@@ -271,19 +273,32 @@ fn with_writer<T>(
     let asked = Instant::now();
     let mut conn = writer.lock();
     let waited = asked.elapsed();
+    let cpu_before = thread_cpu_time();
     let result = f(&mut conn);
     drop(conn);
     let took = asked.elapsed();
     if took >= SLOW_WRITE {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let cpu = thread_cpu_time()
+            .zip(cpu_before)
+            .map(|(after, before)| ms(after.saturating_sub(before)));
         tracing::warn!(
             kind,
             waited_ms = ms(waited),
             ran_ms = ms(took - waited),
+            cpu_ms = cpu,
             "a database write was slow (the disk's commits, or the writer busy)"
         );
     }
     result
+}
+
+/// The CPU time this thread has used (a system call, about a microsecond; a
+/// write's commit takes milliseconds).
+fn thread_cpu_time() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
 }
 
 /// Runs `f` in one transaction on `conn`: committed when `f` returns `Ok`,
@@ -499,6 +514,8 @@ mod tests {
         };
         assert!((250..2_000).contains(&field("waited_ms")), "{log}");
         assert!((250..2_000).contains(&field("ran_ms")), "{log}");
+        // It slept: the run was not on a core.
+        assert!(field("cpu_ms") < 100, "{log}");
     }
 
     /// The scheduling policy of the thread that calls it.
