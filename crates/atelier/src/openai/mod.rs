@@ -75,7 +75,25 @@ fn body(json: Result<Json<Value>, JsonRejection>) -> Result<Value, OpenAiError> 
     match json {
         Ok(Json(Value::Object(map))) => Ok(Value::Object(map)),
         Ok(_) => Err(ApiError::bad_request("invalid_body", "the body must be a JSON object").into()),
-        Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text()).into()),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+/// A body that could not be read as JSON: one over the limit is 413
+/// `body_too_large`, as in the REST API; any other 400 `invalid_body` in
+/// axum's words (serde's, with the position, for a syntax error).
+fn refused(rejection: JsonRejection) -> OpenAiError {
+    match rejection {
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is larger than the {} MiB limit",
+                V1_BODY_LIMIT >> 20
+            ),
+        )
+        .into(),
+        other => ApiError::bad_request("invalid_body", other.body_text()).into(),
     }
 }
 
@@ -121,19 +139,18 @@ impl FromRequest<AppState> for V1ChatBody {
     type Rejection = OpenAiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let invalid = |text: String| OpenAiError::from(ApiError::bad_request("invalid_body", text));
         if !is_json(req.headers()) {
-            return Err(invalid(MissingJsonContentType::default().body_text()));
+            return Err(refused(MissingJsonContentType::default().into()));
         }
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| invalid(JsonRejection::from(e).body_text()))?;
+            .map_err(|e| refused(e.into()))?;
         match ChatBody::parse(bytes.clone()) {
             Ok(body) => Ok(V1ChatBody(body)),
-            Err(e) => Err(invalid(match Json::<Box<RawValue>>::from_bytes(&bytes) {
-                Err(rejection) => rejection.body_text(),
-                Ok(_) => e.to_string(),
-            })),
+            Err(e) => Err(match Json::<Box<RawValue>>::from_bytes(&bytes) {
+                Err(rejection) => refused(rejection),
+                Ok(_) => ApiError::bad_request("invalid_body", e.to_string()).into(),
+            }),
         }
     }
 }

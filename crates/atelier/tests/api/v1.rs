@@ -259,6 +259,23 @@ async fn bad_requests_and_upstream_refusals_are_openai_errors() {
         assert_openai_error(&refused, StatusCode::BAD_REQUEST, "invalid_request_error");
         assert_eq!(refused.body["error"]["message"], message, "{body:?}");
     }
+    // A body over the 32 MiB limit is refused as too large, unread.
+    let huge = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 33 << 20])
+        .send()
+        .await
+        .unwrap();
+    let huge = crate::helpers::read(huge).await;
+    assert_openai_error(&huge, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error");
+    assert_eq!(huge.body["error"]["code"], "body_too_large", "{}", huge.text);
+    assert_eq!(
+        huge.body["error"]["message"],
+        "the request body is larger than the 32 MiB limit"
+    );
     // A body with a `+json` type is JSON.
     let suffixed = app
         .client
