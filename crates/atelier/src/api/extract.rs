@@ -38,13 +38,20 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the request body is larger than the 1 MiB limit",
-        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            body_too_large(crate::app::BODY_LIMIT)
+        }
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
+}
+
+/// `413 body_too_large` for a body over `limit` bytes (a whole number of MiB).
+pub(crate) fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than the {} MiB limit", limit >> 20),
+    )
 }
 
 /// serde's own message names the field and position; axum prefixes its own words.

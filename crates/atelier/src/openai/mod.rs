@@ -25,14 +25,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 pub use self::error::OpenAiError;
-use crate::api::extract::PublicUrl;
+use crate::api::extract::{PublicUrl, body_too_large};
 use crate::api::gate;
 use crate::app::AppState;
 use crate::auth::extract::AuthUser;
 use crate::error::ApiError;
 use crate::service::accounts::Principal;
 use crate::service::catalog::Modality;
-use crate::service::chat_body::ChatBody;
+use crate::service::chat_body::{BodyError, ChatBody, NotAnObject};
 use crate::service::generate::{ASPECT_RATIOS, ImageInput};
 use crate::service::generation_error::GenerationError;
 use crate::service::keys::Scope;
@@ -84,15 +84,9 @@ fn body(json: Result<Json<Value>, JsonRejection>) -> Result<Value, OpenAiError> 
 /// axum's words (serde's, with the position, for a syntax error).
 fn refused(rejection: JsonRejection) -> OpenAiError {
     match rejection {
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "the request body is larger than the {} MiB limit",
-                V1_BODY_LIMIT >> 20
-            ),
-        )
-        .into(),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            body_too_large(V1_BODY_LIMIT).into()
+        }
         other => ApiError::bad_request("invalid_body", other.body_text()).into(),
     }
 }
@@ -145,11 +139,11 @@ impl FromRequest<AppState> for V1ChatBody {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| refused(e.into()))?;
-        match ChatBody::parse(bytes.clone()) {
+        match ChatBody::parse(bytes) {
             Ok(body) => Ok(V1ChatBody(body)),
-            Err(e) => Err(match Json::<Box<RawValue>>::from_bytes(&bytes) {
+            Err(NotAnObject(bytes)) => Err(match Json::<Box<RawValue>>::from_bytes(&bytes) {
                 Err(rejection) => refused(rejection),
-                Ok(_) => ApiError::bad_request("invalid_body", e.to_string()).into(),
+                Ok(_) => ApiError::bad_request("invalid_body", BodyError::NotAnObject.to_string()).into(),
             }),
         }
     }

@@ -762,6 +762,17 @@ mod tests {
         assert_eq!(excerpt(" été  à\tParis ", 9), "été à Pa…");
         assert_eq!(excerpt("été à", 5), "été à");
         assert_eq!(excerpt("ab", 0), "…");
+        let messages = vec![
+            InputMessage {
+                role: "system".into(),
+                content: "be terse".into(),
+            },
+            InputMessage {
+                role: "user".into(),
+                content: "Plan a trip\nto Lisbon".into(),
+            },
+        ];
+        assert_eq!(title_from(&messages), "Plan a trip to Lisbon");
     }
 
     #[test]
@@ -789,16 +800,5 @@ mod tests {
         }
         assert!(is_one_line("Say hello in one line", 60));
         assert!(!is_one_line("a\x0bb", 60));
-        let messages = vec![
-            InputMessage {
-                role: "system".into(),
-                content: "be terse".into(),
-            },
-            InputMessage {
-                role: "user".into(),
-                content: "Plan a trip\nto Lisbon".into(),
-            },
-        ];
-        assert_eq!(title_from(&messages), "Plan a trip to Lisbon");
     }
 }

@@ -43,6 +43,11 @@ enum Key {
     Unescaped(Box<str>),
 }
 
+/// A body that is not a JSON object in UTF-8 ([`BodyError::NotAnObject`]),
+/// handed back whole.
+#[derive(Debug)]
+pub struct NotAnObject(pub Vec<u8>);
+
 /// Why a body is not a chat request atelier can pass on.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyError {
@@ -65,16 +70,15 @@ impl fmt::Display for BodyError {
 }
 
 impl ChatBody {
-    /// Splits a body into its top-level fields; `Err(NotAnObject)` unless it is
-    /// a JSON object in UTF-8.
-    pub fn parse(body: Bytes) -> Result<Self, BodyError> {
-        // Without a copy when the body owns its whole buffer.
-        let text = String::from_utf8(body.into()).map_err(|_| BodyError::NotAnObject)?;
-        let fields = {
+    /// Splits a body into its top-level fields; unless it is a JSON object in
+    /// UTF-8, the body comes back so the caller can say why.
+    pub fn parse(body: Bytes) -> Result<Self, NotAnObject> {
+        // Without a copy when the body's buffer is its own.
+        let text = String::from_utf8(body.into()).map_err(|e| NotAnObject(e.into_bytes()))?;
+        let fields = serde_json::from_str::<Fields<'_>>(&text).ok().map(|fields| {
             let at = |part: &str| part.as_ptr() as usize - text.as_ptr() as usize;
             let range = |part: &str| at(part)..at(part) + part.len();
-            serde_json::from_str::<Fields<'_>>(&text)
-                .map_err(|_| BodyError::NotAnObject)?
+            fields
                 .0
                 .into_iter()
                 .map(|(key, value)| Field {
@@ -85,8 +89,11 @@ impl ChatBody {
                     value: range(value.get()),
                 })
                 .collect()
-        };
-        Ok(ChatBody { text, fields })
+        });
+        match fields {
+            Some(fields) => Ok(ChatBody { text, fields }),
+            None => Err(NotAnObject(text.into_bytes())),
+        }
     }
 
     fn key<'a>(&'a self, field: &'a Field) -> &'a str {
@@ -182,15 +189,7 @@ impl ChatBody {
             let key = self.key(field);
             if key != "model" && key != "stream" {
                 out.push(b',');
-                match &field.key {
-                    // Written without escapes, so it needs none.
-                    Key::At(_) => {
-                        out.push(b'"');
-                        out.extend_from_slice(key.as_bytes());
-                        out.push(b'"');
-                    }
-                    Key::Unescaped(key) => write_json(&mut out, key),
-                }
+                write_json(&mut out, key);
                 out.push(b':');
                 out.extend_from_slice(self.value(field).as_bytes());
             }
@@ -335,7 +334,7 @@ mod tests {
     use super::*;
 
     fn body(value: &Value) -> Result<ChatBody, BodyError> {
-        ChatBody::parse(Bytes::from(value.to_string()))
+        ChatBody::parse(Bytes::from(value.to_string())).map_err(|_| BodyError::NotAnObject)
     }
 
     #[test]
@@ -396,7 +395,14 @@ mod tests {
 
     #[test]
     fn only_a_whole_json_object_in_utf8_is_a_body() {
-        let parse = |raw: &'static [u8]| ChatBody::parse(Bytes::from_static(raw)).err();
+        let parse = |raw: &'static [u8]| {
+            ChatBody::parse(Bytes::from_static(raw))
+                .map_err(|NotAnObject(back)| {
+                    assert_eq!(back, raw, "the body comes back whole");
+                    BodyError::NotAnObject
+                })
+                .err()
+        };
         assert_eq!(parse(br#"{"model": "m"}"#), None);
         for bad in [
             &br#"{"model": "m"} {}"#[..],
